@@ -71,7 +71,9 @@ def write_safetensors(path: str, tensors: list[tuple[str, tuple[int, ...], np.dt
         offset += size
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
     header_bytes += b" " * (-len(header_bytes) % 8)  # keep tensor data 8-byte aligned
-    with open(path, "wb") as f:
+    # Write beside and rename: a reader never sees half a file, and maps of the old file stay valid.
+    partial_path = path + ".partial"
+    with open(partial_path, "wb") as f:
         f.write(struct.pack("<Q", len(header_bytes)))
         f.write(header_bytes)
         for name, shape, dtype, produce in tensors:
@@ -79,6 +81,7 @@ def write_safetensors(path: str, tensors: list[tuple[str, tuple[int, ...], np.dt
             if array.shape != tuple(shape):
                 raise ValueError(f"tensor {name}: produced shape {array.shape}, expected {tuple(shape)}")
             f.write(array.tobytes())
+    os.replace(partial_path, path)
 
 
 def read_checkpoint_tensors(path: str) -> dict[str, np.ndarray]:
@@ -271,8 +274,12 @@ def load_pretrained(path: str, dtype: str | None = None, *, shardings: Params | 
     `r1jax.sharding.param_shardings`) places every parameter directly on its devices, shard by shard.
     Other keyword arguments override config fields (compute dtype, remat, ...).
     """
-    param_dtype = dtype or config_overrides.pop("param_dtype", "float32")
-    config = load_config(path, param_dtype=param_dtype, **config_overrides)
+    config = load_config(path, param_dtype=dtype or config_overrides.pop("param_dtype", "float32"), **config_overrides)
+    return config, load_params(path, config, shardings)
+
+
+def load_params(path: str, config: ModelConfig, shardings: Params | None = None) -> Params:
+    """The parameters of the HF checkpoint at `path`, in `config.param_dtype`, on `shardings`."""
     tensors = read_checkpoint_tensors(path)
     shapes = model_lib.param_shapes(config)
     expected = {name for p, _ in _leaves_with_paths(shapes) for name in _hf_names(p, config)}
@@ -305,7 +312,7 @@ def load_pretrained(path: str, dtype: str | None = None, *, shardings: Params | 
             raise CheckpointError(f"{path}: {_hf_names(path_key, config)[0]} has shape {sources[0].shape}, "
                                   f"which does not fit {path_key} {expected_shape} of this config")
         params_flat[path_key] = jax.make_array_from_callback(shape.shape, flat_shardings[path_key], read_shard)
-    return config, _unflatten(params_flat)
+    return _unflatten(params_flat)
 
 
 def _unflatten(flat: dict[tuple[str, ...], Any]) -> Params:

@@ -417,3 +417,13 @@ def param_logical_axes(config: ModelConfig) -> Params:
 def param_shapes(config: ModelConfig) -> Params:
     """The parameter tree of `jax.ShapeDtypeStruct`s, without allocating anything."""
     return jax.eval_shape(functools.partial(_init_unboxed, config), jax.random.key(0))
+
+
+def forward_flops_per_token(config: ModelConfig, seq_len: int) -> float:
+    """Matmul FLOPs of one token's forward pass at context `seq_len` (PaLM's count: attention
+    scores and values over the full context, no causal halving). A training step is 3x this."""
+    shapes = param_shapes(config)
+    matmul_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["layers"]) if x.ndim >= 3)
+    head_params = config.vocab_size * config.hidden_size
+    attention = 2 * 2 * config.num_layers * config.num_heads * config.head_dim * seq_len
+    return 2.0 * (matmul_params + head_params) + attention

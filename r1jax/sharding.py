@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
-import numpy as np
 from flax import linen as nn
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -113,11 +112,11 @@ def batch_sharding(mesh: Mesh, rules: Rules, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(batch_axes, *([None] * (ndim - 1))))
 
 
-def data_parallel_size(mesh: Mesh, rules: Rules) -> int:
-    """How many ways the batch axis is split: the global batch must be a multiple of it."""
+def data_parallel_size(axis_sizes: Mapping[str, int], rules: Rules) -> int:
+    """How many ways the batch axis is split (`axis_sizes`: e.g. `mesh.shape`); batches must be multiples."""
     batch_axes = dict(rules).get("activation_batch")
     names = (batch_axes,) if isinstance(batch_axes, str) else tuple(batch_axes or ())
-    return int(np.prod([mesh.shape[n] for n in names])) if names else 1
+    return math.prod(axis_sizes[n] for n in names)
 
 
 @contextlib.contextmanager

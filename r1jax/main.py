@@ -1,0 +1,57 @@
+"""Command line: `python -m r1jax.main --config configs/<x>.py[:variant] [--workdir DIR] [--config.a.b=v]`.
+
+Parses flags, validates the config before anything is compiled or written, then calls the mode's
+`run(config, workdir)`; tests and notebooks import those functions directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+# mode -> module with `run(config, workdir)`; imported only when chosen.
+MODES = {
+    "benchmark": "r1jax.benchmark",
+}
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally ':variant'.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go (default: workdir/<config name>).")
+
+
+def default_workdir() -> str:
+    path = config_flags.get_config_filename(flags.FLAGS["config"])
+    return os.path.join("workdir", os.path.splitext(os.path.basename(path))[0])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import jax  # after flag parsing, so --help stays fast
+
+    from r1jax.config import ConfigError, validate
+
+    config = _CONFIG.value
+    try:
+        validate(config, known_modes=MODES, num_devices=jax.device_count())
+    except ConfigError as e:
+        print(f"r1jax: {e}", file=sys.stderr)
+        sys.exit(2)
+    workdir = _WORKDIR.value or default_workdir()
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    importlib.import_module(MODES[config.mode]).run(config, workdir)
+
+
+def cli() -> None:
+    flags.mark_flag_as_required("config")
+    app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

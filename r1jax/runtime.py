@@ -1,0 +1,35 @@
+"""Builds what every mode needs from a validated run config: the mesh, the model and its parameters."""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+from jax.sharding import Mesh
+
+from r1jax import hf
+from r1jax import model as model_lib
+from r1jax import sharding
+
+
+def mesh_and_rules(config: ml_collections.ConfigDict) -> tuple[Mesh, sharding.Rules]:
+    axis_sizes = {axis: config.mesh[axis] for axis in sharding.MESH_AXES}
+    return sharding.make_mesh(axis_sizes), sharding.get_rules(config.mesh.rules)
+
+
+def model_config(config: ml_collections.ConfigDict) -> model_lib.ModelConfig:
+    """The architecture from `model.checkpoint`'s config.json or `model.name`, with the numerics of `model`."""
+    numerics = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype, remat=config.model.remat,
+                    scan_layers=config.model.scan_layers, attention_impl=config.model.attention_impl)
+    if config.model.checkpoint:
+        return hf.load_config(config.model.checkpoint, **numerics)
+    return model_lib.get_model_config(config.model.name, **numerics)
+
+
+def load_or_init_params(config: ml_collections.ConfigDict, model_config: model_lib.ModelConfig, mesh: Mesh,
+                        rules: sharding.Rules) -> model_lib.Params:
+    """Parameters born on their shardings: read from the HF checkpoint, or randomly initialised from `seed`."""
+    shardings = sharding.param_shardings(model_lib.param_logical_axes(model_config),
+                                         model_lib.param_shapes(model_config), mesh, rules)
+    if config.model.checkpoint:
+        return hf.load_params(config.model.checkpoint, model_config, shardings)
+    return model_lib.init_params(model_config, jax.random.key(config.seed), shardings)

@@ -1,0 +1,148 @@
+"""Hugging Face checkpoints: logits parity with `transformers`, round trips, sharded loading, errors."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+import transformers
+from hf_models import HF_VARIANTS, hf_logits, make_hf_model
+
+from r1jax import hf, sharding
+from r1jax import model as model_lib
+
+PARITY_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module", params=sorted(HF_VARIANTS))
+def saved_hf_model(request, tmp_path_factory):
+    model = make_hf_model(request.param)
+    path = str(tmp_path_factory.mktemp(request.param))
+    model.save_pretrained(path)
+    return request.param, model, path
+
+
+def _tokens(vocab_size: int, batch: int = 2, length: int = 48, seed: int = 0) -> np.ndarray:
+    # Longer than the llama3 variant's original context (32), so every RoPE band is exercised.
+    return np.random.RandomState(seed).randint(0, vocab_size, (batch, length))
+
+
+def test_logits_match_transformers(saved_hf_model):
+    variant, model, path = saved_hf_model
+    config, params = hf.load_pretrained(path)
+    assert config.family == {"qwen2": "qwen2", "llama": "llama", "qwen3": "qwen3"}[model.config.model_type]
+    assert config.tie_embeddings == model.config.tie_word_embeddings
+    tokens = _tokens(config.vocab_size)
+    ours = np.asarray(model_lib.forward(config, params, jnp.asarray(tokens)))
+    diff = np.abs(ours - hf_logits(model, tokens)).max()
+    print(f"{variant}: max abs logits difference {diff:.2e}")
+    assert diff < PARITY_TOLERANCE
+
+
+def test_save_pretrained_round_trip_through_transformers(saved_hf_model, tmp_path):
+    _, model, path = saved_hf_model
+    config, params = hf.load_pretrained(path)
+    hf.save_pretrained(config, params, str(tmp_path))
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
+    assert type(reloaded) is type(model)
+    tokens = _tokens(config.vocab_size, seed=1)
+    np.testing.assert_array_equal(hf_logits(reloaded, tokens), hf_logits(model, tokens))
+
+
+def test_sharded_save_writes_index_and_reloads_identically(tmp_path):
+    config = model_lib.get_model_config("tiny-llama")
+    params = model_lib.init_params(config, jax.random.key(3))
+    hf.save_pretrained(config, params, str(tmp_path), max_shard_bytes=20_000)
+    with open(tmp_path / "model.safetensors.index.json") as f:
+        weight_map = json.load(f)["weight_map"]
+    files = sorted(set(weight_map.values()))
+    assert len(files) > 2 and all((tmp_path / name).exists() for name in files)
+    reloaded_config, reloaded = hf.load_pretrained(str(tmp_path))
+    assert reloaded_config == config
+    jax.tree.map(np.testing.assert_array_equal, reloaded, params)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
+    tokens = _tokens(config.vocab_size, seed=2)
+    ours = np.asarray(model_lib.forward(config, params, jnp.asarray(tokens)))
+    assert np.abs(ours - hf_logits(hf_model, tokens)).max() < PARITY_TOLERANCE
+
+
+def test_bfloat16_checkpoint_loads_in_requested_dtype(tmp_path):
+    config = model_lib.get_model_config("tiny-qwen3")
+    params = model_lib.init_params(config, jax.random.key(4))
+    hf.save_pretrained(config, params, str(tmp_path), dtype="bfloat16")
+    assert json.load(open(tmp_path / "config.json"))["torch_dtype"] == "bfloat16"
+    as_bf16 = hf.load_pretrained(str(tmp_path), dtype="bfloat16")[1]
+    as_f32 = hf.load_pretrained(str(tmp_path), dtype="float32")[1]
+    for loaded16, loaded32, original in zip(jax.tree.leaves(as_bf16), jax.tree.leaves(as_f32), jax.tree.leaves(params)):
+        assert loaded16.dtype == jnp.bfloat16 and loaded32.dtype == jnp.float32
+        expected = np.asarray(original).astype(ml_dtypes.bfloat16)
+        np.testing.assert_array_equal(np.asarray(loaded16), expected)
+        np.testing.assert_array_equal(np.asarray(loaded32), expected.astype(np.float32))
+
+
+def test_load_places_each_parameter_on_its_sharding(saved_hf_model):
+    _, _, path = saved_hf_model
+    config = hf.load_config(path)
+    mesh = sharding.make_mesh(dict(fsdp=4, tensor=2))
+    shardings = sharding.param_shardings(model_lib.param_logical_axes(config), model_lib.param_shapes(config),
+                                         mesh, sharding.FSDP_TENSOR_RULES)
+    sharded = hf.load_params(path, config, shardings)
+    unsharded = hf.load_params(path, config)
+    for got, want_sharding, reference in zip(jax.tree.leaves(sharded), jax.tree.leaves(shardings),
+                                             jax.tree.leaves(unsharded)):
+        assert got.sharding == want_sharding
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(reference))
+    q_spec = sharded["layers"]["attn"]["q_proj"].sharding.spec
+    assert q_spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
+
+
+def _write_config(path, **fields):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(fields, f)
+
+
+def test_unsupported_architecture_is_named(tmp_path):
+    _write_config(tmp_path, model_type="gpt2", vocab_size=10)
+    with pytest.raises(hf.CheckpointError, match="model_type 'gpt2' is not supported"):
+        hf.load_pretrained(str(tmp_path))
+
+
+def test_unsupported_features_are_named(tmp_path):
+    base = hf.config_to_hf(model_lib.get_model_config("tiny"))
+    _write_config(tmp_path, **{**base, "use_sliding_window": True})
+    with pytest.raises(hf.CheckpointError, match="use_sliding_window"):
+        hf.load_config(str(tmp_path))
+    _write_config(tmp_path, **{**base, "rope_scaling": None, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
+    with pytest.raises(hf.CheckpointError, match="rope type 'yarn'"):
+        hf.load_config(str(tmp_path))
+
+
+def test_missing_config_and_missing_tensors_are_named(tmp_path):
+    with pytest.raises(hf.CheckpointError, match="no config.json"):
+        hf.load_pretrained(str(tmp_path))
+    config = model_lib.get_model_config("tiny-llama")
+    hf.save_pretrained(config, model_lib.init_params(config, jax.random.key(0)), str(tmp_path))
+    tensors = hf.read_safetensors(str(tmp_path / "model.safetensors"))
+    kept = [(name, t.shape, t.dtype, lambda t=t: np.asarray(t)) for name, t in tensors.items()
+            if name != "model.layers.1.mlp.up_proj.weight"]
+    hf.write_safetensors(str(tmp_path / "model.safetensors"), kept)
+    with pytest.raises(hf.CheckpointError, match=r"missing tensors .*model\.layers\.1\.mlp\.up_proj\.weight"):
+        hf.load_pretrained(str(tmp_path))
+
+
+def test_safetensors_format_matches_the_reference_library(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.array([1, -2, 3], np.int64),
+              "c": np.linspace(-1, 1, 5).astype(np.float16)}
+    ours = str(tmp_path / "ours.safetensors")
+    hf.write_safetensors(ours, [(k, v.shape, v.dtype, lambda v=v: v) for k, v in arrays.items()])
+    for name, value in safetensors_numpy.load_file(ours).items():
+        np.testing.assert_array_equal(value, arrays[name])
+    theirs = str(tmp_path / "theirs.safetensors")
+    safetensors_numpy.save_file(arrays, theirs)
+    for name, value in hf.read_safetensors(theirs).items():
+        np.testing.assert_array_equal(value, arrays[name])

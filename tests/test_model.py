@@ -1,0 +1,138 @@
+"""Model: parameter counts, the cached pass against the full pass, padding and packing, numerics options."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from r1jax import model as model_lib
+from r1jax.model import KVCache
+
+TINY = ("tiny", "tiny-llama", "tiny-qwen3")
+
+
+def _count_params_by_hand(c: model_lib.ModelConfig) -> int:
+    """Independent count from the architecture description, not from the module code."""
+    attention = c.hidden_size * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
+    if c.qkv_bias:
+        attention += c.head_dim * (c.num_heads + 2 * c.num_kv_heads)
+    if c.qk_norm:
+        attention += 2 * c.head_dim
+    layer = attention + 3 * c.hidden_size * c.intermediate_size + 2 * c.hidden_size
+    embeddings = c.vocab_size * c.hidden_size * (1 if c.tie_embeddings else 2)
+    return c.num_layers * layer + embeddings + c.hidden_size
+
+
+@pytest.mark.parametrize("name", sorted(model_lib.MODEL_CONFIGS))
+def test_param_count_matches_architecture(name):
+    config = model_lib.MODEL_CONFIGS[name]
+    assert config.num_params() == _count_params_by_hand(config)
+
+
+@pytest.mark.parametrize("name,published", [("llama3.1-8b", 8_030_261_248), ("llama3.2-1b", 1_235_814_400)])
+def test_param_count_matches_published_figure(name, published):
+    assert model_lib.MODEL_CONFIGS[name].num_params() == published
+
+
+forward = jax.jit(model_lib.forward, static_argnums=0)
+
+
+def _params(name, seed=0, **overrides):
+    config = model_lib.get_model_config(name, **overrides)
+    return config, model_lib.init_params(config, jax.random.key(seed))
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_prefill_then_cached_decode_equals_full_forward(name):
+    config, params = _params(name)
+    B, P, T, S = 3, 5, 11, 16  # prompt length, total length, cache slots
+    tokens = jax.random.randint(jax.random.key(1), (B, T), 0, config.vocab_size)
+    full = forward(config, params, tokens)
+    cache = model_lib.init_cache(config, B, S)
+    positions = jnp.broadcast_to(jnp.arange(T), (B, T))
+    hidden, cache = model_lib.apply(config, params, tokens[:, :P], positions[:, :P], cache=cache, write_index=0)
+    steps = [model_lib.logits_from_hidden(config, params, hidden)]
+    decode = jax.jit(lambda p, tok, pos, c, i: model_lib.apply(config, p, tok, pos, cache=c, write_index=i))
+    for t in range(P, T):
+        hidden, cache = decode(params, tokens[:, t:t + 1], positions[:, t:t + 1], cache, t)
+        steps.append(model_lib.logits_from_hidden(config, params, hidden))
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5, rtol=1e-5)
+    assert isinstance(cache, KVCache) and int(cache.segment_ids_BxS[:, T:].max()) == 0
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_left_padded_rows_equal_unpadded_rows(name):
+    config, params = _params(name)
+    short = jax.random.randint(jax.random.key(2), (1, 6), 0, config.vocab_size)
+    pad = 4
+    padded = jnp.concatenate([jnp.zeros((1, pad), jnp.int32), short], axis=1)
+    positions = jnp.concatenate([jnp.zeros((1, pad), jnp.int32), jnp.arange(6)[None]], axis=1)
+    segment_ids = jnp.concatenate([jnp.zeros((1, pad), jnp.int32), jnp.ones((1, 6), jnp.int32)], axis=1)
+    out = forward(config, params, padded, positions, segment_ids)
+    assert np.isfinite(np.asarray(out)).all()
+    np.testing.assert_allclose(out[:, pad:], forward(config, params, short), atol=1e-5, rtol=1e-5)
+
+
+def test_packed_documents_do_not_attend_across_segments():
+    config, params = _params("tiny")
+    a = jax.random.randint(jax.random.key(3), (1, 7), 0, config.vocab_size)
+    b = jax.random.randint(jax.random.key(4), (1, 5), 0, config.vocab_size)
+    packed = jnp.concatenate([a, b], axis=1)
+    positions = jnp.concatenate([jnp.arange(7), jnp.arange(5)])[None]
+    segment_ids = jnp.array([[1] * 7 + [2] * 5])
+    out = forward(config, params, packed, positions, segment_ids)
+    np.testing.assert_allclose(out[:, :7], forward(config, params, a), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(out[:, 7:], forward(config, params, b), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [dict(scan_layers=False), dict(remat="full")])
+def test_unrolled_and_rematerialised_layers_give_the_same_values_and_gradients(overrides):
+    config, params = _params("tiny-qwen3")
+    variant = dataclasses.replace(config, **overrides)
+    tokens = jax.random.randint(jax.random.key(5), (2, 9), 0, config.vocab_size)
+
+    def loss(cfg):
+        return lambda p: jnp.mean(jax.nn.log_softmax(model_lib.forward(cfg, p, tokens))[..., 0])
+
+    base_value, base_grads = jax.jit(jax.value_and_grad(loss(config)))(params)
+    value, grads = jax.jit(jax.value_and_grad(loss(variant)))(params)
+    np.testing.assert_allclose(value, base_value, rtol=1e-6)
+    jax.tree.map(lambda g, b: np.testing.assert_allclose(g, b, atol=1e-6, rtol=1e-4), grads, base_grads)
+
+
+def test_bfloat16_compute_stays_close_to_float32():
+    config, params = _params("tiny")
+    tokens = jax.random.randint(jax.random.key(6), (2, 16), 0, config.vocab_size)
+    f32 = forward(config, params, tokens)
+    bf16 = forward(dataclasses.replace(config, dtype="bfloat16"), params, tokens)
+    assert bf16.dtype == jnp.bfloat16
+    scale = float(jnp.abs(f32).max())
+    assert float(jnp.abs(bf16.astype(jnp.float32) - f32).max()) < 0.05 * scale
+
+
+def test_llama3_rope_scaling_bands():
+    """Short wavelengths keep their frequency, long ones are divided by `factor`, the band between is
+    blended; computed here from the definition of the bands."""
+    config = model_lib.MODEL_CONFIGS["llama3.1-8b"]
+    scaled = model_lib.rope_inverse_frequencies(config)
+    plain = model_lib.rope_inverse_frequencies(dataclasses.replace(config, rope_scaling=None))
+    wavelength = 2 * np.pi / plain
+    s = config.rope_scaling
+    short = wavelength < s.original_max_position_embeddings / s.high_freq_factor
+    long = wavelength > s.original_max_position_embeddings / s.low_freq_factor
+    assert short.any() and long.any() and (~short & ~long).any()
+    np.testing.assert_allclose(scaled[short], plain[short])
+    np.testing.assert_allclose(scaled[long], plain[long] / s.factor)
+    middle = ~short & ~long
+    assert np.all((scaled[middle] < plain[middle]) & (scaled[middle] > plain[middle] / s.factor))
+
+
+def test_invalid_architectures_are_rejected():
+    with pytest.raises(ValueError, match="not a multiple of num_kv_heads"):
+        model_lib.get_model_config("tiny", num_kv_heads=3)
+    with pytest.raises(ValueError, match="family"):
+        model_lib.get_model_config("tiny", family="gpt2")
+    with pytest.raises(KeyError, match="unknown model 'nope'"):
+        model_lib.get_model_config("nope")

@@ -1,0 +1,604 @@
+"""Tests for r1jax.tokenizer against tokenizers trained here and against `transformers` as the reference.
+
+Three model directories are built once per module, laid out like Hugging Face checkpoints:
+  qwen: byte-level BPE tokenizer.json, ChatML template with a default system prompt, no BOS, two stop ids.
+  llama3: the same BPE with a BOS post-processor, Llama-3 header/eot template, three stop ids.
+  sentencepiece: a BPE tokenizer.model with byte fallback and Gemma-style turn markers.
+"""
+
+import json
+import shutil
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import jinja2
+import numpy as np
+import pytest
+import sentencepiece
+import tokenizers
+import transformers
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+
+from r1jax.tokenizer import Tokenizer, load_tokenizer
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Reasoning models think step by step before they answer: 17 * 3 = 51.",
+    "<think>First add the tens, then the ones.</think> The answer is 42.",
+    "Ünïcödé, émojis 🙂 and 中文 should survive a round trip.",
+    "def add(a, b):\n    return a + b\n",
+    "Question: what is the derivative of x^2? Answer: 2x.",
+    "  Leading spaces, trailing tabs\t and blank lines\n\n matter too.",
+]
+
+QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+LLAMA3_SPECIAL_TOKENS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+]
+SENTENCEPIECE_TURN_MARKERS = ["<start_of_turn>", "<end_of_turn>"]
+
+# Block tags sit on their own lines, so these render correctly only with trim_blocks and lstrip_blocks on.
+QWEN_STYLE_TEMPLATE = """\
+{% if messages[0]['role'] != 'system' %}
+<|im_start|>system
+You are a helpful assistant. Reason carefully before answering.<|im_end|>
+{% endif %}
+{% for message in messages %}
+    {% if message['role'] == 'assistant' and not loop.last %}
+        {# Earlier answers are shown without their reasoning, as R1-style models expect. #}
+        {% set content = message['content'].split('</think>')[-1] | trim %}
+    {% else %}
+        {% set content = message['content'] %}
+    {% endif %}
+<|im_start|>{{ message['role'] }}
+{{ content }}<|im_end|>
+{% endfor %}
+{% if add_generation_prompt %}
+<|im_start|>assistant
+{% endif %}
+"""
+
+LLAMA3_STYLE_TEMPLATE = """\
+{{ bos_token }}
+{%- for message in messages %}
+<|start_header_id|>{{ message['role'] }}<|end_header_id|>
+
+{{ message['content'] | trim }}<|eot_id|>
+{%- endfor %}
+{% if add_generation_prompt %}
+<|start_header_id|>assistant<|end_header_id|>
+
+{% endif %}
+"""
+
+GEMMA_STYLE_TEMPLATE = """\
+{{ bos_token }}
+{%- for message in messages %}
+<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}
+{{ message['content'] }}<end_of_turn>
+{% endfor %}
+{% if add_generation_prompt %}
+<start_of_turn>model
+{% endif %}
+"""
+
+# Exercises the rest of the environment transformers builds: raise_exception, loop controls, namespace, the
+# non-escaping tojson, strftime_now, {% generation %}, extra variables and `documents` passed as None.
+FEATURES_TEMPLATE = """\
+{% set state = namespace(turns=0) %}
+{% for message in messages %}
+    {% if message['role'] not in ['system', 'user', 'assistant'] %}
+        {{ raise_exception('unsupported role: ' + message['role']) }}
+    {% endif %}
+    {% if message['role'] == 'system' %}{% continue %}{% endif %}
+    {% if state.turns >= max_turns %}{% break %}{% endif %}
+    {% set state.turns = state.turns + 1 %}
+[{{ message['role'] }}{% if message['name'] is defined %} {{ message['name'] }}{% endif %}] \
+{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] }}{% endgeneration %}\
+{% else %}{{ message['content'] }}{% endif %}
+
+{% endfor %}
+{% if tools %}
+tools: {{ tools | tojson }}
+{% endif %}
+{% if documents is not none %}
+documents: {{ documents | length }}
+{% endif %}
+year: {{ strftime_now('%Y') }}
+{{ eos_token }}"""
+
+SINGLE_TURN = [{"role": "user", "content": "What is 2 + 2?"}]
+MULTI_TURN_WITH_SYSTEM = [
+    {"role": "system", "content": "You are a terse math tutor."},
+    {"role": "user", "content": "What is 17 * 3?"},
+    {"role": "assistant", "content": "<think>17 * 3 = 51.</think>\n\n51"},
+    {"role": "user", "content": "And 51 / 3?"},
+]
+MULTI_TURN_WITHOUT_SYSTEM = [
+    {"role": "user", "content": "Name a prime."},
+    {"role": "assistant", "content": "  7  "},
+    {"role": "user", "content": "Another one, please."},
+]
+CONVERSATIONS = {
+    "single_turn": SINGLE_TURN,
+    "with_system": MULTI_TURN_WITH_SYSTEM,
+    "without_system": MULTI_TURN_WITHOUT_SYSTEM,
+}
+
+# Spaces after a control token are where sentencepiece's dummy prefix would go; random text rarely hits them.
+CONTROL_TOKEN_SPACING = "a<s> b</s>  c<pad>d"
+
+# The model directories that are compared with transformers; see `model_dirs`.
+MODEL_NAMES = ["qwen", "llama3", "sentencepiece"]
+
+fast_settings = settings(max_examples=30, deadline=None)
+
+
+def write_model_dir(directory: Path, json_files: dict[str, Any]) -> Path:
+    directory.mkdir(parents=True)
+    for name, content in json_files.items():
+        (directory / name).write_text(json.dumps(content), encoding="utf-8")
+    return directory
+
+
+def train_byte_level_bpe(special_tokens: list[str]) -> tokenizers.Tokenizer:
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=500,
+        special_tokens=special_tokens,
+        # Every byte is in the vocabulary, so any text round-trips.
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(CORPUS * 20, trainer)
+    return bpe
+
+
+def train_sentencepiece(model_prefix: Path) -> None:
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 20),
+        model_prefix=str(model_prefix),
+        model_type="bpe",
+        vocab_size=450,
+        # Identity normalization, kept whitespace and byte fallback make every text round-trip.
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        byte_fallback=True,
+        character_coverage=1.0,
+        user_defined_symbols=SENTENCEPIECE_TURN_MARKERS,
+        pad_id=3,
+        hard_vocab_limit=False,
+        num_threads=1,
+        minloglevel=2,
+    )
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tokenizers")
+    bpe = train_byte_level_bpe(QWEN_SPECIAL_TOKENS + LLAMA3_SPECIAL_TOKENS)
+    qwen = write_model_dir(
+        root / "qwen",
+        {
+            "tokenizer_config.json": {
+                "bos_token": None,
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>",
+                "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+                "clean_up_tokenization_spaces": False,
+                "chat_template": QWEN_STYLE_TEMPLATE,
+            },
+            "generation_config.json": {
+                "eos_token_id": [bpe.token_to_id("<|im_end|>"), bpe.token_to_id("<|endoftext|>")]
+            },
+        },
+    )
+    bpe.save(str(qwen / "tokenizer.json"))
+
+    llama3 = write_model_dir(
+        root / "llama3",
+        {
+            "tokenizer_config.json": {
+                "bos_token": "<|begin_of_text|>",
+                "eos_token": "<|eot_id|>",
+                "clean_up_tokenization_spaces": False,
+                "chat_template": LLAMA3_STYLE_TEMPLATE,
+            },
+            "generation_config.json": {
+                "eos_token_id": [bpe.token_to_id(token) for token in ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")]
+            },
+        },
+    )
+    bpe.post_processor = tokenizers.processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bpe.token_to_id("<|begin_of_text|>"))]
+    )
+    bpe.save(str(llama3 / "tokenizer.json"))
+
+    sentencepiece_dir = write_model_dir(
+        root / "sentencepiece",
+        {
+            "tokenizer_config.json": {
+                "tokenizer_class": "LlamaTokenizer",
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "pad_token": "<pad>",
+                "additional_special_tokens": SENTENCEPIECE_TURN_MARKERS,
+                "clean_up_tokenization_spaces": False,
+                "chat_template": GEMMA_STYLE_TEMPLATE,
+            },
+            "generation_config.json": {"eos_token_id": [2, 5]},  # </s> and <end_of_turn>
+        },
+    )
+    train_sentencepiece(sentencepiece_dir / "tokenizer")
+
+    bare_sentencepiece = write_model_dir(root / "bare_sentencepiece", {})
+    shutil.copy(sentencepiece_dir / "tokenizer.model", bare_sentencepiece)
+    return {
+        "qwen": qwen,
+        "llama3": llama3,
+        "sentencepiece": sentencepiece_dir,
+        "bare_sentencepiece": bare_sentencepiece,
+    }
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dirs: dict[str, Path]) -> dict[str, Tokenizer]:
+    return {name: load_tokenizer(directory) for name, directory in model_dirs.items()}
+
+
+@pytest.fixture(scope="module")
+def reference(model_dirs: dict[str, Path]) -> dict[str, transformers.PreTrainedTokenizerBase]:
+    return {
+        name: transformers.AutoTokenizer.from_pretrained(str(model_dirs[name]), local_files_only=True)
+        for name in MODEL_NAMES
+    }
+
+
+def sentencepiece_text() -> st.SearchStrategy[str]:
+    """Text with control tokens and turn markers spliced in; never U+2581, which sentencepiece reads as a space."""
+    plain = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\u2581"), max_size=20)
+    markers = st.sampled_from(["<s>", "</s>", "<pad>", *SENTENCEPIECE_TURN_MARKERS])
+    return st.lists(st.one_of(plain, markers), max_size=5).map("".join)
+
+
+@fast_settings
+@given(text=st.text(max_size=60))
+def test_bpe_round_trips_any_text(loaded: dict[str, Tokenizer], text: str) -> None:
+    assert loaded["qwen"].decode(loaded["qwen"].encode(text)) == text
+
+
+@fast_settings
+@given(text=sentencepiece_text())
+@example(text=CONTROL_TOKEN_SPACING)
+def test_sentencepiece_round_trips_text_with_control_tokens(loaded: dict[str, Tokenizer], text: str) -> None:
+    tokenizer = loaded["sentencepiece"]
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+@fast_settings
+@given(text=st.text(max_size=60))
+def test_bpe_encode_and_decode_match_transformers(
+    loaded: dict[str, Tokenizer], reference: dict[str, transformers.PreTrainedTokenizerBase], text: str
+) -> None:
+    ids = loaded["qwen"].encode(text)
+    assert ids == reference["qwen"].encode(text, add_special_tokens=False)
+    assert loaded["qwen"].decode(ids) == reference["qwen"].decode(ids)
+
+
+@fast_settings
+@given(text=sentencepiece_text())
+@example(text=CONTROL_TOKEN_SPACING)
+def test_sentencepiece_encode_and_decode_match_transformers(
+    loaded: dict[str, Tokenizer], reference: dict[str, transformers.PreTrainedTokenizerBase], text: str
+) -> None:
+    # sentencepiece puts a "▁" in front of text that starts with a space or a user-defined piece; transformers'
+    # converted tokenizer does not. We follow sentencepiece there (see test_sentencepiece_text_start_...).
+    assume(not text.startswith((" ", *SENTENCEPIECE_TURN_MARKERS)))
+    ids = loaded["sentencepiece"].encode(text)
+    assert ids == reference["sentencepiece"].encode(text, add_special_tokens=False)
+    for skip_special_tokens in (False, True):
+        assert loaded["sentencepiece"].decode(ids, skip_special_tokens=skip_special_tokens) == reference[
+            "sentencepiece"
+        ].decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def test_sentencepiece_text_start_matches_raw_sentencepiece(
+    model_dirs: dict[str, Path], loaded: dict[str, Tokenizer]
+) -> None:
+    raw = sentencepiece.SentencePieceProcessor(model_file=str(model_dirs["sentencepiece"] / "tokenizer.model"))
+    text = "  two leading spaces, <start_of_turn> and a marker"
+    assert loaded["sentencepiece"].encode(text) == raw.encode(text)
+
+
+def test_special_tokens_in_text_encode_to_their_ids(loaded: dict[str, Tokenizer]) -> None:
+    qwen = loaded["qwen"]
+    assert qwen.encode("<|im_start|>user") == [qwen.token_to_id("<|im_start|>"), *qwen.encode("user")]
+
+
+@pytest.mark.parametrize("name", ["llama3", "sentencepiece"])
+def test_add_bos_and_add_eos_wrap_the_ids(loaded: dict[str, Tokenizer], name: str) -> None:
+    tokenizer = loaded[name]
+    ids = tokenizer.encode(CORPUS[1])
+    assert tokenizer.encode(CORPUS[1], add_bos=True, add_eos=True) == [tokenizer.bos_id, *ids, tokenizer.eos_id]
+
+
+def test_llama3_add_bos_matches_the_post_processor(
+    loaded: dict[str, Tokenizer], reference: dict[str, transformers.PreTrainedTokenizerBase]
+) -> None:
+    text = "Think step by step."
+    ids = loaded["llama3"].encode(text, add_bos=True)
+    assert ids[0] == loaded["llama3"].token_to_id("<|begin_of_text|>")
+    assert ids == reference["llama3"].encode(text)
+
+
+def test_qwen_special_ids(
+    loaded: dict[str, Tokenizer], reference: dict[str, transformers.PreTrainedTokenizerBase]
+) -> None:
+    qwen = loaded["qwen"]
+    im_end, endoftext = qwen.token_to_id("<|im_end|>"), qwen.token_to_id("<|endoftext|>")
+    assert qwen.bos_id is None
+    assert (qwen.eos_id, qwen.eos_ids, qwen.pad_id) == (im_end, (im_end, endoftext), endoftext)
+    assert (qwen.eos_id, qwen.pad_id) == (reference["qwen"].eos_token_id, reference["qwen"].pad_token_id)
+    assert qwen.vocab_size == len(reference["qwen"])
+
+
+def test_llama3_special_ids_pad_falls_back_to_eos(loaded: dict[str, Tokenizer]) -> None:
+    llama3 = loaded["llama3"]
+    eot = llama3.token_to_id("<|eot_id|>")
+    assert llama3.bos_id == llama3.token_to_id("<|begin_of_text|>")
+    expected_eos_ids = (eot, llama3.token_to_id("<|end_of_text|>"), llama3.token_to_id("<|eom_id|>"))
+    assert llama3.eos_ids == expected_eos_ids
+    assert llama3.pad_id == eot
+
+
+def test_sentencepiece_special_ids_come_from_the_model_file_without_configs(loaded: dict[str, Tokenizer]) -> None:
+    bare = loaded["bare_sentencepiece"]
+    assert (bare.bos_id, bare.eos_id, bare.eos_ids, bare.pad_id) == (1, 2, (2,), 3)
+    assert bare.special_tokens == {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+    # Turn markers are user-defined pieces: special only once a config says so.
+    assert bare.decode(bare.encode("<start_of_turn>hi"), skip_special_tokens=True) == "<start_of_turn>hi"
+
+
+def test_sentencepiece_several_eos_ids_and_skipping_configured_specials(loaded: dict[str, Tokenizer]) -> None:
+    tokenizer = loaded["sentencepiece"]
+    assert tokenizer.eos_ids == (2, tokenizer.token_to_id("<end_of_turn>"))
+    text = "<s><start_of_turn>user\nhi<end_of_turn></s>"
+    ids = tokenizer.encode(text)
+    assert ids[:2] == [tokenizer.bos_id, tokenizer.token_to_id("<start_of_turn>")]
+    assert ids[-1] == tokenizer.eos_id
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "user\nhi"
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_encode_batch_matches_encode(loaded: dict[str, Tokenizer], name: str) -> None:
+    tokenizer = loaded[name]
+    add_bos = tokenizer.bos_id is not None
+    expected = [tokenizer.encode(text, add_bos=add_bos, add_eos=True) for text in CORPUS]
+    assert tokenizer.encode_batch(CORPUS, add_bos=add_bos, add_eos=True) == expected
+
+
+@pytest.mark.parametrize("as_array", [np.asarray, jnp.asarray], ids=["numpy", "jax"])
+@pytest.mark.parametrize("name", ["qwen", "sentencepiece"])
+def test_decode_accepts_arrays(loaded: dict[str, Tokenizer], name: str, as_array: Callable[[list[int]], Any]) -> None:
+    tokenizer = loaded[name]
+    assert tokenizer.decode(as_array(tokenizer.encode(CORPUS[0]))) == CORPUS[0]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_token_to_id_and_id_to_token(loaded: dict[str, Tokenizer], name: str) -> None:
+    tokenizer = loaded[name]
+    for token_id in (0, tokenizer.eos_id, tokenizer.vocab_size - 1):
+        assert tokenizer.token_to_id(tokenizer.id_to_token(token_id)) == token_id
+    with pytest.raises(KeyError, match="not-a-token"):
+        tokenizer.token_to_id("not-a-token")
+    with pytest.raises(IndexError, match=str(tokenizer.vocab_size)):
+        tokenizer.id_to_token(tokenizer.vocab_size)
+
+
+def test_loading_the_model_file_reads_the_configs_next_to_it(
+    model_dirs: dict[str, Path], loaded: dict[str, Tokenizer]
+) -> None:
+    for name, file_name in (("qwen", "tokenizer.json"), ("sentencepiece", "tokenizer.model")):
+        from_file = load_tokenizer(model_dirs[name] / file_name)
+        assert from_file.eos_ids == loaded[name].eos_ids
+        assert from_file.encode(CORPUS[2]) == loaded[name].encode(CORPUS[2])
+
+
+@pytest.mark.parametrize("add_generation_prompt", [False, True])
+@pytest.mark.parametrize("conversation", CONVERSATIONS, ids=list(CONVERSATIONS))
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_chat_template_matches_transformers(
+    loaded: dict[str, Tokenizer],
+    reference: dict[str, transformers.PreTrainedTokenizerBase],
+    name: str,
+    conversation: str,
+    add_generation_prompt: bool,
+) -> None:
+    messages = CONVERSATIONS[conversation]
+    text = loaded[name].apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+    assert text == reference[name].apply_chat_template(
+        messages, add_generation_prompt=add_generation_prompt, tokenize=False
+    )
+    ids = loaded[name].apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+    assert ids == reference[name].apply_chat_template(
+        messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
+    )
+
+
+def test_qwen_chat_renders_default_system_prompt_and_drops_old_reasoning(loaded: dict[str, Tokenizer]) -> None:
+    text = loaded["qwen"].apply_chat_template(MULTI_TURN_WITH_SYSTEM[1:], add_generation_prompt=True)
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant. Reason carefully before answering.<|im_end|>\n"
+        "<|im_start|>user\nWhat is 17 * 3?<|im_end|>\n"
+        "<|im_start|>assistant\n51<|im_end|>\n"
+        "<|im_start|>user\nAnd 51 / 3?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+def test_llama3_chat_starts_with_bos_and_ends_turns_with_eot(loaded: dict[str, Tokenizer]) -> None:
+    llama3 = loaded["llama3"]
+    ids = llama3.apply_chat_template(SINGLE_TURN, tokenize=True)
+    assert ids[0] == llama3.bos_id
+    assert ids[-1] == llama3.eos_id == llama3.token_to_id("<|eot_id|>")
+    assert llama3.apply_chat_template(SINGLE_TURN, add_generation_prompt=True).endswith(
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def features_dir(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("features")
+    shutil.copy(model_dirs["qwen"] / "tokenizer.json", directory)
+    config = {"eos_token": "<|endoftext|>", "clean_up_tokenization_spaces": False, "chat_template": FEATURES_TEMPLATE}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    return directory
+
+
+def test_template_environment_features_match_transformers(features_dir: Path) -> None:
+    messages = [
+        {"role": "system", "content": "skipped by continue"},
+        {"role": "user", "content": "hi", "name": None},  # None-valued keys are dropped, so `name` is undefined
+        {"role": "assistant", "content": "hello", "name": "bot"},
+        {"role": "user", "content": "cut off by break"},
+    ]
+    tools = [{"name": "café", "description": "returns <html> & 'quotes'"}]
+    text = load_tokenizer(features_dir).apply_chat_template(messages, tools=tools, max_turns=2)
+    reference = transformers.AutoTokenizer.from_pretrained(str(features_dir), local_files_only=True)
+    assert text == reference.apply_chat_template(messages, tools=tools, max_turns=2, tokenize=False)
+    assert text == (
+        "[user] hi\n"
+        "[assistant bot] hello\n"
+        f"tools: {json.dumps(tools, ensure_ascii=False)}\n"
+        f"year: {datetime.now().year}\n"
+        "<|endoftext|>"
+    )
+
+
+def test_raise_exception_in_template_raises_template_error(features_dir: Path) -> None:
+    with pytest.raises(jinja2.TemplateError, match="unsupported role: tool"):
+        load_tokenizer(features_dir).apply_chat_template([{"role": "tool", "content": "{}"}], max_turns=1)
+
+
+def test_named_templates_and_chat_template_file(model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    shutil.copy(model_dirs["qwen"] / "tokenizer.json", tmp_path)
+    templates = [
+        {"name": "default", "template": "plain {{ messages | length }}"},
+        {"name": "tool_use", "template": "with {{ tools | length }} tools"},
+    ]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": templates}))
+    tools = [{"name": "calculator"}]
+    assert load_tokenizer(tmp_path).apply_chat_template(SINGLE_TURN) == "plain 1"
+    assert load_tokenizer(tmp_path).apply_chat_template(SINGLE_TURN, tools=tools) == "with 1 tools"
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
+    assert reference.apply_chat_template(SINGLE_TURN, tools=tools, tokenize=False) == "with 1 tools"
+
+    (tmp_path / "chat_template.jinja").write_text("from the file")
+    assert load_tokenizer(tmp_path).apply_chat_template(SINGLE_TURN, tools=tools) == "from the file"
+
+
+@pytest.fixture
+def qwen_copy(model_dirs: dict[str, Path], tmp_path: Path) -> Path:
+    """A writable copy of the qwen directory, for tests that break one of its files."""
+    directory = tmp_path / "qwen"
+    shutil.copytree(model_dirs["qwen"], directory)
+    return directory
+
+
+def test_missing_path_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_tokenizer(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"tokenizer\.json"):
+        load_tokenizer(tmp_path)
+
+
+def test_missing_chat_template_names_file_and_key(qwen_copy: Path) -> None:
+    config_file = qwen_copy / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    del config["chat_template"]
+    config_file.write_text(json.dumps(config))
+    tokenizer = load_tokenizer(qwen_copy)
+    assert tokenizer.encode("still encodes")
+    with pytest.raises(ValueError, match=r"'chat_template' key in tokenizer_config\.json"):
+        tokenizer.apply_chat_template(SINGLE_TURN)
+
+
+def test_malformed_files_are_named(qwen_copy: Path) -> None:
+    (qwen_copy / "generation_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"generation_config\.json"):
+        load_tokenizer(qwen_copy)
+    (qwen_copy / "tokenizer.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"tokenizer\.json"):
+        load_tokenizer(qwen_copy)
+    (qwen_copy / "tokenizer.model").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match=r"tokenizer\.model"):
+        load_tokenizer(qwen_copy / "tokenizer.model")
+
+
+def test_special_token_outside_vocabulary_is_named(qwen_copy: Path) -> None:
+    config_file = qwen_copy / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["eos_token"] = "<|missing|>"
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"eos_token '<\|missing\|>'"):
+        load_tokenizer(qwen_copy)
+
+
+def test_special_tokens_map_is_read_only_for_configs_without_added_tokens_decoder(qwen_copy: Path) -> None:
+    special_tokens_map = {"eos_token": "<|endoftext|>", "unk_token": {"content": "<|im_start|>", "special": True}}
+    (qwen_copy / "special_tokens_map.json").write_text(json.dumps(special_tokens_map))
+    legacy = load_tokenizer(qwen_copy)
+    reference = transformers.AutoTokenizer.from_pretrained(str(qwen_copy), local_files_only=True)
+    assert legacy.special_tokens == reference.special_tokens_map
+    assert legacy.eos_id == reference.eos_token_id == legacy.token_to_id("<|endoftext|>")
+
+    config_file = qwen_copy / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["added_tokens_decoder"] = {"2": {"content": "<|im_end|>", "special": True}}
+    config_file.write_text(json.dumps(config))
+    modern = load_tokenizer(qwen_copy)
+    reference = transformers.AutoTokenizer.from_pretrained(str(qwen_copy), local_files_only=True)
+    assert (
+        modern.special_tokens
+        == reference.special_tokens_map
+        == {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+    )
+
+
+def test_model_specific_tokens_reach_templates_like_in_transformers(qwen_copy: Path) -> None:
+    config_file = qwen_copy / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["answer_token"] = "<|endoftext|>"
+    config["extra_special_tokens"] = {"turn_token": "<|im_start|>"}
+    config["chat_template"] = "{{ turn_token }}{{ messages[0]['content'] }}{{ answer_token }}"
+    config_file.write_text(json.dumps(config))
+    reference = transformers.AutoTokenizer.from_pretrained(str(qwen_copy), local_files_only=True)
+    text = load_tokenizer(qwen_copy).apply_chat_template(SINGLE_TURN)
+    assert text == reference.apply_chat_template(SINGLE_TURN, tokenize=False)
+    assert text == "<|im_start|>What is 2 + 2?<|endoftext|>"
+
+
+def test_explicit_null_removes_a_token_the_model_file_defines(model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    shutil.copy(model_dirs["bare_sentencepiece"] / "tokenizer.model", tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"pad_token": None}))
+    tokenizer = load_tokenizer(tmp_path)
+    assert "pad_token" not in tokenizer.special_tokens
+    assert tokenizer.pad_id == tokenizer.eos_id == 2
+
+
+def test_add_bos_without_bos_token_raises(loaded: dict[str, Tokenizer]) -> None:
+    with pytest.raises(ValueError, match="bos_token"):
+        loaded["qwen"].encode("hi", add_bos=True)
