@@ -1,0 +1,581 @@
+"""Code-execution reward: run the program in a completion against test cases inside a sandbox.
+
+The reward of a completion is the share of its test cases that pass, in [0, 1]. The program is the
+*last* fenced Python block of the completion (```python / ```py / ```python3 or a bare ```); a
+completion without one, or with only an unterminated block, scores 0. A string without fences is
+not guessed to be code: pass `from_completion=False` to run a string that is already a program
+(reference solutions, dataset checks).
+
+Test cases are either
+  * stdin/stdout: `{"input": "...", "output": "..."}`; the program runs as `__main__` with the input
+    on stdin and passes if it exits with status 0 and its stdout equals the expected output after
+    trailing whitespace is stripped from every line and from the end; or
+  * assert-style: a string of Python statements (usually asserts) executed after the program, in the
+    same namespace (the program's `if __name__ == "__main__":` block runs, with an empty stdin). It
+    passes only if the statements run to the end: exiting early (`sys.exit`, `os._exit`) fails.
+
+Isolation, outermost first. `sandbox_isolation()` probes once which layers work here and says which
+are active; every program goes through the strongest combination that passed the probe.
+  1. Process: each program gets its own process tree in a new session, started from a scrubbed
+     environment (no variable of the caller leaks) with its own temporary directory as cwd, removed
+     afterwards. The caller waits on it with a wall-clock limit and then kills the whole group.
+  2. Namespaces (`unshare` from util-linux; inside a user namespace when the caller is not root):
+     network (no interfaces, not even loopback), PID (the supervisor is PID 1, so every process of
+     the program dies with it and none can escape by daemonising), mount, IPC and UTS. In the mount
+     namespace the working directory and the world-writable directories (/tmp, /var/tmp, /dev/shm,
+     /run/lock) are private size-capped tmpfs, so nothing the program writes reaches the host.
+  3. Dedicated uid (caller is root): test cases run as a fresh unprivileged uid drawn from
+     `SANDBOX_UID_RANGE`, so the program can modify nothing it does not own and cannot signal or
+     trace the supervisor; RLIMIT_NPROC is counted per uid and root ignores it, so a uid of its own
+     is what makes the process limit hold.
+  4. Resource limits on every test-case process: CPU time, address space, file size, open files,
+     processes (where layer 2 or 3 makes it meaningful), no core dumps; plus the per-case
+     wall-clock timeout and an output cap enforced by the supervisor. no_new_privs is set, so
+     setuid binaries and file capabilities grant the program nothing.
+  5. A Python audit hook refusing non-Unix sockets: the network block where namespaces are not
+     available, and a second wall where they are (a program can get around it with ctypes).
+
+Inside the sandbox a small supervisor (`_sandbox_runner.py`) forks one child per test case, so the
+interpreter starts once per program rather than once per case; judging happens here, so expected
+outputs never enter the sandbox. An assert-style case passes only if its process hands back a random
+per-case token after the statements complete, which `os._exit`, `sys.exit` or printing cannot fake.
+
+What remains open: memory is capped per process, not per program (at most `max_processes` x
+`memory_mb`). The token sits in the test-case process's memory (it is forked from the supervisor),
+so a program that searches its own memory for it could forge a pass. Without namespaces the program
+can write to world-writable host directories; without a dedicated uid it shares the supervisor's uid
+and could tamper with it; with neither, a daemonised descendant can outlive it. Needs Linux >= 5.3.
+
+Any failure of the machinery gives a score of 0 with the reason in the `CodeRewardResult`; only
+caller bugs (malformed test cases, a non-positive timeout) raise.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import marshal
+import os
+import re
+import resource
+import secrets
+import selectors
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "SANDBOX_UID_RANGE",
+    "CaseResult",
+    "CodeRewardResult",
+    "SandboxIsolation",
+    "SandboxLimits",
+    "TestCase",
+    "bench_code_reward",
+    "evaluate",
+    "evaluate_batch",
+    "extract_code",
+    "run_tests",
+    "run_tests_batch",
+    "sandbox_isolation",
+]
+
+logger = logging.getLogger(__name__)
+
+TestCase = Mapping[str, str] | str
+
+# Random per program, so concurrent programs do not share a process budget. Far above regular users
+# and the usual subordinate-uid ranges (100000+65536*n).
+SANDBOX_UID_RANGE = range(1_500_000_000, 1_500_000_000 + (1 << 24))
+
+_RUNNER = Path(__file__).with_name("_sandbox_runner.py")
+_UNSHARE = shutil.which("unshare")
+# Added to the program's sys.path: the supervisor runs with -S, which skips site (and its .pth files).
+_SITE_PACKAGES = [d for d in site.getsitepackages() if os.path.isdir(d)]
+_PYTHON_FENCE_TAGS = frozenset({"", "python", "python3", "py", "py3"})
+_FENCED_BLOCK = re.compile(r"^[ \t]*```[ \t]*([^\n`]*)\n(.*?)^[ \t]*```[ \t]*$", re.MULTILINE | re.DOTALL)
+# Wall-clock slack on top of the per-case timeouts before the caller kills the sandbox outright: the
+# supervisor enforces each case's timeout itself, so this only fires if the supervisor is stuck.
+_STARTUP_SLACK_S = 10.0
+_PER_CASE_SLACK_S = 1.0
+
+
+# ---------------------------------------------------------------- public types
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource limits for each test-case process of a program (the timeout is an argument)."""
+
+    memory_mb: int = 1024  # address space per process
+    # Processes and threads, the program's main thread included (the supervisor too where it
+    # runs in a user namespace). Only enforced where the isolation limits_processes.
+    max_processes: int = 8
+    max_output_bytes: int = 1 << 20  # stdout (and stderr) per case; more fails the case
+    max_file_bytes: int = 16 << 20  # largest file the program may write
+    max_open_files: int = 64
+    # Each private tmpfs the program can write (its working directory, /tmp, /var/tmp, /dev/shm,
+    # /run/lock) holds at most this much; only where namespaces are active.
+    max_disk_bytes: int = 32 << 20
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    passed: bool
+    reason: str  # "passed", or why not: "wrong output", "timed out after 2s", "exit code 1: ..."
+
+
+@dataclass(frozen=True)
+class CodeRewardResult:
+    cases: tuple[CaseResult, ...]  # one per test case, in order
+    reason: str = ""  # why the program did not run or was cut short ("" when every case ran)
+
+    @property
+    def score(self) -> float:
+        """Share of test cases passed; 0.0 when there are none."""
+        return sum(case.passed for case in self.cases) / len(self.cases) if self.cases else 0.0
+
+    @classmethod
+    def not_run(cls, n_cases: int, reason: str) -> CodeRewardResult:
+        return cls(tuple(CaseResult(False, reason) for _ in range(n_cases)), reason)
+
+
+@dataclass(frozen=True)
+class SandboxIsolation:
+    """Which isolation layers programs run under (see the module docstring)."""
+
+    namespaces: bool  # network, PID, mount, IPC and UTS namespaces via `unshare`
+    user_namespace: bool  # those namespaces sit in a user namespace (the caller is not root)
+    dedicated_uid: bool  # test cases run as a fresh unprivileged uid
+    notes: str = dataclasses.field(default="", compare=False)  # why stronger layers were not used
+
+    @property
+    def limits_processes(self) -> bool:
+        """Whether RLIMIT_NPROC counts only the program's own processes (root is exempt from it)."""
+        return self.dedicated_uid or self.user_namespace
+
+    def __str__(self) -> str:
+        if self.namespaces:
+            network = "network namespace without interfaces, plus a Python audit hook refusing non-Unix sockets"
+            filesystem = "private mount namespace: tmpfs working dir, /tmp, /var/tmp, /dev/shm, /run/lock"
+            cleanup = "PID namespace: every process dies with the supervisor"
+        else:
+            network = "Python audit hook refusing non-Unix sockets (no network namespace)"
+            filesystem = "host filesystem, own temporary working dir"
+            cleanup = "process group killed" + (", then every process of the sandbox uid" if self.dedicated_uid else "")
+        if self.dedicated_uid:
+            identity = "dedicated unprivileged uid per program"
+        elif self.user_namespace:
+            identity = "caller's uid (root only inside its own user namespace)"
+        else:
+            identity = "caller's uid (WARNING: no privilege separation)"
+        limits = "rlimits on CPU, address space, file size, open files, no core"
+        if self.limits_processes:
+            limits += ", processes"
+        parts = {"identity": identity, "network": network, "filesystem": filesystem, "cleanup": cleanup,
+                 "limits": limits + "; no_new_privs"}
+        description = "; ".join(f"{name}: {value}" for name, value in parts.items())
+        return description + (f" [{self.notes}]" if self.notes else "")
+
+
+# ---------------------------------------------------------------- public functions
+
+
+def extract_code(completion: str) -> str | None:
+    """The last fenced Python block of `completion` (an untagged block counts), or None."""
+    blocks = [body for info, body in _FENCED_BLOCK.findall(completion) if _fence_language(info) in _PYTHON_FENCE_TAGS]
+    return blocks[-1] if blocks else None
+
+
+def _fence_language(info: str) -> str:
+    """The language of a fence's info string: its first word ("python" in "python title=a.py")."""
+    words = info.split()
+    return words[0].lower() if words else ""
+
+
+def evaluate(
+    completion: str,
+    tests: Sequence[TestCase],
+    *,
+    timeout_s: float = 2.0,
+    from_completion: bool = True,
+    limits: SandboxLimits = SandboxLimits(),
+) -> CodeRewardResult:
+    """Run the program of `completion` against `tests` in the sandbox.
+
+    `completion` is a model output, or with `from_completion=False` the program itself. `timeout_s`
+    is the wall-clock limit of each test case.
+    """
+    _check_timeout(timeout_s)
+    return _evaluate_parsed(completion, _parse_cases(tests), timeout_s, from_completion, limits)
+
+
+def run_tests(
+    completion: str,
+    tests: Sequence[TestCase],
+    *,
+    timeout_s: float = 2.0,
+    from_completion: bool = True,
+    limits: SandboxLimits = SandboxLimits(),
+) -> float:
+    """Share of `tests` the program passes, in [0, 1]; see `evaluate`.
+
+    The parameter names fit `r1jax.rewards.registry`: "r1jax.rewards.code:run_tests" reads `tests`
+    from the example.
+    """
+    return evaluate(completion, tests, timeout_s=timeout_s, from_completion=from_completion, limits=limits).score
+
+
+def evaluate_batch(
+    items: Sequence[tuple[str, Sequence[TestCase]]],
+    *,
+    max_workers: int | None = None,
+    timeout_s: float = 2.0,
+    from_completion: bool = True,
+    limits: SandboxLimits = SandboxLimits(),
+) -> list[CodeRewardResult]:
+    """`evaluate` for many (completion, tests) pairs, `max_workers` sandboxes at a time.
+
+    Threads suffice: each one only waits on its sandbox process. The default, one sandbox per CPU,
+    keeps the wall-clock timeouts fair; more workers raise throughput for light programs but let
+    busy ones time out for want of CPU. Test cases are all validated before anything runs, so a
+    malformed item raises without wasting the batch.
+    """
+    _check_timeout(timeout_s)
+    parsed = [(completion, _parse_cases(tests)) for completion, tests in items]
+
+    def evaluate_item(item: tuple[str, list[dict[str, str]]]) -> CodeRewardResult:
+        return _evaluate_parsed(*item, timeout_s, from_completion, limits)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers or os.cpu_count(), thread_name_prefix="code-reward") as pool:
+        return list(pool.map(evaluate_item, parsed))
+
+
+def run_tests_batch(
+    items: Sequence[tuple[str, Sequence[TestCase]]],
+    *,
+    max_workers: int | None = None,
+    timeout_s: float = 2.0,
+    from_completion: bool = True,
+    limits: SandboxLimits = SandboxLimits(),
+) -> list[float]:
+    """Scores of `evaluate_batch`, in the order of `items`."""
+    results = evaluate_batch(
+        items, max_workers=max_workers, timeout_s=timeout_s, from_completion=from_completion, limits=limits
+    )
+    return [result.score for result in results]
+
+
+_isolation_lock = threading.Lock()
+_isolation: SandboxIsolation | None = None
+
+
+def sandbox_isolation() -> SandboxIsolation:
+    """The strongest isolation that works here, probed once per process by running a real program."""
+    global _isolation
+    with _isolation_lock:
+        if _isolation is None:
+            _isolation = _probe_isolation()
+            if not (_isolation.namespaces or _isolation.dedicated_uid):
+                logger.warning("code reward sandbox is weak here: %s", _isolation)
+        return _isolation
+
+
+def bench_code_reward(n_programs: int = 200, *, max_workers: int | None = None) -> dict[str, float | str]:
+    """Throughput of `evaluate_batch` on a small correct stdin/stdout program with two test cases.
+
+    `programs_per_cpu_s` counts the CPU time of this process and of every sandbox process (the rate
+    of one core); `programs_per_s` is wall clock, which depends on what else the machine runs.
+    """
+    completion = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+    tests = [{"input": "1 2\n", "output": "3\n"}, {"input": "40 2\n", "output": "42\n"}]
+    isolation = sandbox_isolation()  # not part of the timing
+
+    def cpu_seconds() -> float:
+        usages = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+        return sum(usage.ru_utime + usage.ru_stime for usage in usages)
+
+    start, start_cpu = time.perf_counter(), cpu_seconds()
+    scores = run_tests_batch([(completion, tests)] * n_programs, max_workers=max_workers)
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
+    return {
+        "programs": n_programs,
+        "max_workers": max_workers or os.cpu_count(),
+        "seconds": seconds,
+        "programs_per_s": n_programs / seconds,
+        "programs_per_cpu_s": n_programs / cpu,
+        "mean_score": sum(scores) / n_programs,
+        "isolation": str(isolation),
+    }
+
+
+# ---------------------------------------------------------------- test cases and judging
+
+
+def _check_timeout(timeout_s: float) -> None:
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+
+
+def _parse_cases(tests: Sequence[TestCase]) -> list[dict[str, str]]:
+    """Validate test cases into the runner's form: {"stdin": ...} or {"assert": ...}."""
+    if isinstance(tests, (str, Mapping)):
+        raise TypeError("tests must be a sequence of test cases, not a single case")
+    cases = []
+    for test in tests:
+        if isinstance(test, str):
+            cases.append({"assert": test})
+        elif isinstance(test, Mapping) and isinstance(test.get("input"), str) and isinstance(test.get("output"), str):
+            cases.append({"stdin": test["input"], "expected": test["output"]})
+        else:
+            expected = 'an assert string or {"input": str, "output": str}'
+            raise ValueError(f"a test case is {expected}, got {test!r:.200}")
+    return cases
+
+
+def _normalize_output(text: str) -> str:
+    return "\n".join(line.rstrip() for line in text.rstrip().splitlines())
+
+
+@dataclass(frozen=True)
+class _CaseRun:
+    """What the sandbox supervisor reports about one test case (see _sandbox_runner.py)."""
+
+    exit_code: int  # negative: killed by that signal
+    timed_out: bool
+    output_overflow: bool
+    assertions_completed: bool
+    stdout: str
+    stderr_tail: str
+
+
+def _parse_case_runs(data: bytes) -> dict[int, _CaseRun]:
+    """Decode the supervisor's records; a record cut short by a kill ends the list."""
+    runs = {}
+    position = 0
+    while (header_end := data.find(b"\n", position)) >= 0:
+        try:
+            case, exit_code, timed_out, overflow, completed, stdout_bytes, stderr_bytes = map(
+                int, data[position:header_end].split()
+            )
+        except ValueError:
+            break
+        stdout_end = header_end + 1 + stdout_bytes
+        position = stdout_end + stderr_bytes
+        if position > len(data):
+            break
+        stdout, stderr_tail = data[header_end + 1 : stdout_end], data[stdout_end:position]
+        runs[case] = _CaseRun(exit_code, bool(timed_out), bool(overflow), bool(completed),
+                              stdout.decode("utf-8", "replace"), stderr_tail.decode("utf-8", "replace"))
+    return runs
+
+
+def _judge(case: dict[str, str], run: _CaseRun, timeout_s: float) -> CaseResult:
+    if run.timed_out:
+        return CaseResult(False, f"timed out after {timeout_s:g}s")
+    if run.output_overflow:
+        return CaseResult(False, "output limit exceeded")
+    if run.exit_code < 0:
+        return CaseResult(False, f"killed by {_signal_name(-run.exit_code)}")
+    if run.exit_code != 0:
+        last_line = (run.stderr_tail.strip().splitlines() or [""])[-1]
+        return CaseResult(False, f"exit code {run.exit_code}: {last_line}".rstrip(": "))
+    if "assert" in case:
+        if not run.assertions_completed:
+            return CaseResult(False, "exited before the test code completed")
+    elif _normalize_output(run.stdout) != _normalize_output(case["expected"]):
+        return CaseResult(False, "wrong output")
+    return CaseResult(True, "passed")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # real-time signals have no name
+        return f"signal {number}"
+
+
+# ---------------------------------------------------------------- running one program
+
+
+def _evaluate_parsed(
+    completion: str, cases: list[dict[str, str]], timeout_s: float, from_completion: bool, limits: SandboxLimits
+) -> CodeRewardResult:
+    if not cases:
+        return CodeRewardResult((), "no test cases")
+    program = extract_code(completion) if from_completion else completion
+    if program is None:
+        return CodeRewardResult.not_run(len(cases), "no fenced Python code block")
+    try:
+        return _run_in_sandbox(program, cases, timeout_s, limits, sandbox_isolation())
+    except Exception as error:  # the reward must never take the trainer down
+        logger.exception("code reward sandbox failed")
+        return CodeRewardResult.not_run(len(cases), f"sandbox error: {error!r}")
+
+
+def _run_in_sandbox(
+    program: str, cases: list[dict[str, str]], timeout_s: float, limits: SandboxLimits, isolation: SandboxIsolation
+) -> CodeRewardResult:
+    uid = _allocate_sandbox_uid() if isolation.dedicated_uid else None
+    workdir = tempfile.mkdtemp(prefix="r1jax-sandbox-")
+    try:
+        if uid is not None:
+            os.chown(workdir, uid, uid)
+        job = {
+            "program": program,
+            # Expected outputs stay here: the sandbox only learns what the program is allowed to see.
+            "cases": [{key: value for key, value in case.items() if key != "expected"} for case in cases],
+            "timeout_s": timeout_s,
+            "limits": dataclasses.asdict(limits),
+            "uid": uid,
+            "namespaces": isolation.namespaces,
+            "limit_processes": isolation.limits_processes,
+            "site_dirs": _SITE_PACKAGES,
+            "workdir": workdir,
+        }
+        job_path = os.path.join(workdir, "job.marshal")
+        with open(job_path, "wb") as job_file:
+            marshal.dump(job, job_file)
+        wall_limit_s = _wall_limit_s(len(cases), timeout_s)
+        command = [*_namespace_launcher(isolation), sys.executable, "-I", "-S", str(_RUNNER), job_path]
+        try:
+            stdout, stderr, exit_code = _run_supervisor(
+                command, workdir, wall_limit_s, max_bytes=len(cases) * (2 * limits.max_output_bytes + 65536) + 65536
+            )
+        finally:
+            if uid is not None and not isolation.namespaces:
+                _kill_processes_of(uid)  # descendants that left the process group; a PID namespace needs no help
+    finally:
+        _remove_tree(workdir)
+    records = _parse_case_runs(stdout)
+    if exit_code is None:
+        stopped = f"sandbox killed after {wall_limit_s:g}s wall clock"
+    else:
+        stopped = f"sandbox exited with code {exit_code}: {stderr.decode('utf-8', 'replace').strip()[-500:]}"
+    results = tuple(
+        _judge(case, records[index], timeout_s) if index in records else CaseResult(False, stopped)
+        for index, case in enumerate(cases)
+    )
+    return CodeRewardResult(results, "" if len(records) == len(cases) else stopped)
+
+
+def _wall_limit_s(n_cases: int, timeout_s: float) -> float:
+    return _STARTUP_SLACK_S + n_cases * (timeout_s + _PER_CASE_SLACK_S)
+
+
+def _allocate_sandbox_uid() -> int:
+    return SANDBOX_UID_RANGE[secrets.randbelow(len(SANDBOX_UID_RANGE))]
+
+
+def _namespace_launcher(isolation: SandboxIsolation) -> list[str]:
+    if not isolation.namespaces:
+        return []
+    user = ["--user", "--map-root-user"] if isolation.user_namespace else []
+    namespaces = ["--net", "--pid", "--mount", "--ipc", "--uts", "--mount-proc"]
+    # --kill-child: if the caller kills `unshare`, the supervisor (PID 1) and with it everything dies.
+    return [_UNSHARE, *user, *namespaces, "--fork", "--kill-child", "--"]
+
+
+def _run_supervisor(
+    command: list[str], workdir: str, wall_limit_s: float, *, max_bytes: int
+) -> tuple[bytes, bytes, int | None]:
+    """Run the supervisor to completion (its exit code) or kill it at the wall limit (None).
+
+    Either way its whole process group is killed before returning. Output beyond `max_bytes` per
+    stream is dropped, so even a misbehaving sandbox cannot exhaust the caller's memory.
+    """
+    environment = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=workdir, env=environment, start_new_session=True,
+    )
+    outputs = {process.stdout.fileno(): bytearray(), process.stderr.fileno(): bytearray()}
+    try:
+        deadline = time.monotonic() + wall_limit_s
+        with selectors.DefaultSelector() as selector:
+            for fd in outputs:
+                selector.register(fd, selectors.EVENT_READ)
+            while (open_streams := len(selector.get_map())) and (remaining := deadline - time.monotonic()) > 0:
+                for key, _ in selector.select(remaining):
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:
+                        selector.unregister(key.fd)
+                    elif len(outputs[key.fd]) < max_bytes:
+                        outputs[key.fd] += chunk
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # before wait(), so the group id cannot be reused yet
+        exit_code = process.wait()
+        process.stdout.close()
+        process.stderr.close()
+    stdout, stderr = outputs.values()
+    return bytes(stdout), bytes(stderr), None if open_streams else exit_code
+
+
+def _kill_processes_of(uid: int) -> None:
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as status:
+                real_uid = next(int(line.split()[1]) for line in status if line.startswith("Uid:"))
+            if real_uid == uid:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, StopIteration, ValueError):
+            continue  # gone meanwhile
+
+
+def _remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    if os.path.exists(path):  # the program took permissions away from what it created
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o700)
+            for root, directories, _ in os.walk(path):
+                for directory in directories:
+                    os.chmod(os.path.join(root, directory), 0o700)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- probing
+
+
+def _probe_isolation() -> SandboxIsolation:
+    """Try the layer combinations strongest first with a program that needs a lazy stdlib import."""
+    is_root = os.geteuid() == 0
+    candidates = []
+    if _UNSHARE:
+        candidates.append(SandboxIsolation(namespaces=True, user_namespace=not is_root, dedicated_uid=is_root))
+    if is_root:
+        candidates.append(SandboxIsolation(namespaces=False, user_namespace=False, dedicated_uid=True))
+    candidates.append(SandboxIsolation(namespaces=False, user_namespace=False, dedicated_uid=False))
+    probe_program = "import heapq, sys\nprint(sum(heapq.nsmallest(2, map(int, sys.stdin.read().split()))))\n"
+    probe_cases = [{"stdin": "5 2 3", "expected": "5"}]
+    failures = [] if _UNSHARE else ["namespaces: no unshare binary"]
+    for candidate in candidates:
+        try:
+            result = _run_in_sandbox(probe_program, probe_cases, 10.0, SandboxLimits(), candidate)
+            failure = None if result.score == 1.0 else result.cases[0].reason
+        except Exception as error:
+            failure = repr(error)
+        if failure is None:
+            return dataclasses.replace(candidate, notes="; ".join(failures))
+        failures.append(f"{_describe_layers(candidate)} failed: {failure}")
+    return dataclasses.replace(candidates[-1], notes="; ".join(failures))
+
+
+def _describe_layers(isolation: SandboxIsolation) -> str:
+    layers = {
+        "namespaces": isolation.namespaces,
+        "user namespace": isolation.user_namespace,
+        "dedicated uid": isolation.dedicated_uid,
+    }
+    return "+".join(name for name, active in layers.items() if active) or "plain process"

@@ -1,0 +1,109 @@
+"""The command line: config validation before anything runs, every shipped config, the benchmark mode."""
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from r1jax import benchmark, main
+from r1jax.config import ConfigError, validate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+
+
+def _load_config(path, arg=None):
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def _benchmark_config(**changes):
+    config = _load_config(os.path.join(REPO, "configs", "benchmark.py"))
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_every_config_parses_validates_and_documents_its_command(path):
+    config = _load_config(path)
+    validate(config, known_modes=main.MODES, num_devices=jax.device_count())
+    spec = importlib.util.spec_from_file_location("doc", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert f"--config configs/{os.path.basename(path)}" in module.__doc__
+
+
+@pytest.mark.parametrize("changes,key", [
+    (dict(mode="train"), "config.mode"),
+    (dict(mesh__data=3), "config.mesh"),
+    (dict(mesh__data=-1, mesh__fsdp=-1), "config.mesh"),
+    (dict(mesh__rules="nope"), "config.mesh.rules"),
+    (dict(batch_size=6, mesh__data=4, mesh__fsdp=2), "config.batch_size"),
+    (dict(batch_size=0), "config.batch_size"),
+    (dict(model__name="gpt-17"), "config.model.name"),
+    (dict(model__checkpoint="/no/such/dir"), "config.model.checkpoint"),
+    (dict(model__dtype="float8"), "config.model.dtype"),
+    (dict(model__remat="sometimes"), "config.model.remat"),
+    (dict(model__attention_impl="cudnn"), "config.model.attention_impl"),
+])
+def test_invalid_configs_name_the_key(changes, key):
+    with pytest.raises(ConfigError) as error:
+        validate(_benchmark_config(**changes), known_modes=main.MODES, num_devices=8)
+    message = str(error.value)
+    assert message.startswith(key + ":") and "\n" not in message
+
+
+def test_checkpoint_without_config_json_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="has no config.json"):
+        validate(_benchmark_config(model__checkpoint=str(tmp_path)), known_modes=main.MODES, num_devices=8)
+
+
+def _run_cli(*args, cwd):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", "r1jax.main", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_rejects_a_bad_config_with_exit_code_2_and_writes_nothing(tmp_path):
+    workdir = tmp_path / "run"
+    result = _run_cli("--config", os.path.join(REPO, "configs", "benchmark.py"), "--workdir", str(workdir),
+                      "--config.mesh.tensor=3", cwd=REPO)
+    assert result.returncode == 2
+    assert "config.mesh:" in result.stderr and "8 devices" in result.stderr
+    assert not workdir.exists()
+
+
+def test_cli_runs_the_benchmark_mode_with_variant_and_overrides(tmp_path):
+    workdir = tmp_path / "run"
+    result = _run_cli("--config", os.path.join(REPO, "configs", "benchmark.py") + ":tiny-llama", "--workdir",
+                      str(workdir), "--config.steps=2", "--config.seq_len=32", "--config.mesh.fsdp=2", cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "tokens/s" in result.stdout and "'fsdp': 2" in result.stdout
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["model"]["name"] == "tiny-llama" and saved["steps"] == 2
+    metrics = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert metrics["tokens_per_s"] > 0
+
+
+def test_benchmark_reads_a_hugging_face_checkpoint(tmp_path):
+    from r1jax import hf
+    from r1jax import model as model_lib
+
+    model_config = model_lib.get_model_config("tiny-qwen3")
+    hf.save_pretrained(model_config, model_lib.init_params(model_config, jax.random.key(0)), str(tmp_path / "hf"))
+    config = _benchmark_config(model__checkpoint=str(tmp_path / "hf"), steps=1, seq_len=16, mesh__tensor=2)
+    validate(config, known_modes=main.MODES, num_devices=8)
+    metrics = benchmark.run(config, str(tmp_path))
+    assert metrics["tokens_per_s"] > 0 and metrics["mean_logsumexp"] > 0

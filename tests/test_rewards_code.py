@@ -1,0 +1,549 @@
+"""Tests for the sandboxed code-execution reward (r1jax/rewards/code.py).
+
+Hostile programs run together in one parallel batch (module fixture) with a 1 s timeout; the tests
+then check each one's score and that the host was left as it was. Sandbox processes are recognised
+by markers unique to this test run (the uids it allocated, its private temp dir, marker strings in
+commands), so the stray-process checks hold even while other test processes run sandboxes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from r1jax.rewards import code
+
+ISOLATION = code.sandbox_isolation()
+# The program can touch neither the caller's files nor its processes (own uid, or own namespaces).
+CONTAINED = ISOLATION.namespaces or ISOLATION.dedicated_uid
+RELAXED_TIMEOUT_S = 10.0  # for programs expected to pass: generous, the CPUs are shared
+HOSTILE_TIMEOUT_S = 1.0
+
+
+def program(source: str) -> str:
+    return textwrap.dedent(source).lstrip("\n")
+
+
+def fenced(source: str, tag: str = "python") -> str:
+    return f"Let me think.\n```{tag}\n{source}```\nDone."
+
+
+def prints(output: str) -> list[dict[str, str]]:
+    """A single stdin/stdout case with empty input."""
+    return [{"input": "", "output": output}]
+
+
+ADD_TWO_NUMBERS = "a, b = map(int, input().split())\nprint(a + b)\n"
+ADDITION_TESTS = [{"input": f"{a} {b}\n", "output": f"{a + b}\n"} for a, b in [(1, 2), (10, 20), (-5, 5), (7, 8)]]
+
+
+# ---------------------------------------------------------------- extracting the program
+
+
+def test_extract_code_takes_the_last_python_block():
+    completion = (
+        "```python\nprint(1)\n```\ntext\n```cpp\nint main() {}\n```\n```\nprint(2)\n```\n```py\nprint(3)\n```\nbye"
+    )
+    assert code.extract_code(completion) == "print(3)\n"
+
+
+def test_extract_code_accepts_an_untagged_block_and_ignores_other_languages():
+    assert code.extract_code("```\nx = 1\n```") == "x = 1\n"
+    assert code.extract_code("``` Python3 title=a.py\nx = 2\n```") == "x = 2\n"
+    assert code.extract_code("```bash\nrm -rf /\n```") is None
+
+
+def test_extract_code_ignores_an_unterminated_block():
+    assert code.extract_code("```python\nprint(1)\n```\nand then\n```python\nprint(2)") == "print(1)\n"
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="`")))
+def test_text_without_fences_has_no_code(text):
+    assert code.extract_code(text) is None
+
+
+LINE_BREAKS = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+@given(
+    prose=st.text(alphabet=st.characters(blacklist_characters="`" + LINE_BREAKS)),
+    body_lines=st.lists(st.text(alphabet="abcdefghij =+()0123456789:'\"", min_size=1), max_size=5),
+)
+def test_a_fenced_block_in_prose_is_extracted_verbatim(prose, body_lines):
+    body = "".join(line + "\n" for line in body_lines)
+    assert code.extract_code(f"{prose}\n```python\n{body}```\n{prose}") == body
+
+
+# ---------------------------------------------------------------- inputs that never reach the sandbox
+
+
+def test_completion_without_a_code_block_scores_zero():
+    result = code.evaluate(ADD_TWO_NUMBERS, ADDITION_TESTS)  # plain code, but it is taken as a completion
+    assert result.score == 0.0
+    assert result.reason == "no fenced Python code block"
+    assert len(result.cases) == len(ADDITION_TESTS)
+
+
+def test_no_tests_scores_zero():
+    assert code.evaluate(fenced(ADD_TWO_NUMBERS), []) == code.CodeRewardResult((), "no test cases")
+
+
+@pytest.mark.parametrize(
+    "tests, error", [("assert True", TypeError), ([{"input": "1"}], ValueError), ([42], ValueError)]
+)
+def test_malformed_tests_raise(tests, error):
+    with pytest.raises(error):
+        code.run_tests(fenced("print(1)\n"), tests)
+    with pytest.raises(error):
+        code.run_tests_batch([(fenced("print(1)\n"), ["assert True"]), (fenced("print(1)\n"), tests)])
+
+
+def test_non_positive_timeout_raises():
+    with pytest.raises(ValueError):
+        code.run_tests(fenced("print(1)\n"), prints("1"), timeout_s=0)
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def test_stdin_stdout_scores_share_of_cases_passed():
+    odd_sums_wrong = "a, b = map(int, input().split())\nprint(a + b if (a + b) % 2 == 0 else 0)\n"
+    items = [(fenced(source), ADDITION_TESTS) for source in (ADD_TWO_NUMBERS, odd_sums_wrong, "print('no idea')\n")]
+    assert code.run_tests_batch(items, timeout_s=RELAXED_TIMEOUT_S) == [1.0, 0.5, 0.0]
+
+
+def test_plain_code_runs_when_not_a_completion():
+    assert code.run_tests(ADD_TWO_NUMBERS, ADDITION_TESTS, from_completion=False, timeout_s=RELAXED_TIMEOUT_S) == 1.0
+
+
+def test_output_comparison_ignores_trailing_whitespace_only():
+    tests = prints("1 2\n3\n")
+    sources = ["print('1 2   ')\nprint('3')\nprint()\n", "print(' 1 2')\nprint('3')\n", "print('1  2')\nprint('3')\n"]
+    scores = code.run_tests_batch([(fenced(source), tests) for source in sources], timeout_s=RELAXED_TIMEOUT_S)
+    assert scores == [1.0, 0.0, 0.0]
+
+
+def test_assert_tests_run_after_the_program_in_its_namespace():
+    source = program("""
+        def square(x):
+            return x * x if x < 3 else -1
+
+        if __name__ == "__main__":
+            CALLED_AS_SCRIPT = True
+    """)
+    tests = ["assert square(1) == 1", "assert square(2) == 4\nassert CALLED_AS_SCRIPT", "assert square(3) == 9"]
+    result = code.evaluate(fenced(source), tests, timeout_s=RELAXED_TIMEOUT_S)
+    assert [case.passed for case in result.cases] == [True, True, False]
+    assert result.cases[2].reason == "exit code 1: AssertionError"
+    assert result.score == pytest.approx(2 / 3)
+
+
+def test_stdin_and_assert_cases_mix():
+    source = program("""
+        def double(x):
+            return 2 * x
+
+        if __name__ == "__main__":
+            import sys
+            for line in sys.stdin:
+                print(double(int(line)))
+    """)
+    tests = [{"input": "21\n", "output": "42\n"}, "assert double(4) == 8", "assert double(1) == 3"]
+    assert code.run_tests(fenced(source), tests, timeout_s=RELAXED_TIMEOUT_S) == pytest.approx(2 / 3)
+
+
+def test_runtime_error_fails_with_its_exception_as_reason():
+    result = code.evaluate(fenced("print(1 // 0)\n"), prints("1"), timeout_s=RELAXED_TIMEOUT_S)
+    assert result.score == 0.0
+    assert result.cases[0].reason == "exit code 1: ZeroDivisionError: integer division or modulo by zero"
+
+
+def test_a_case_that_times_out_does_not_sink_the_others():
+    source = program("""
+        def f(x):
+            while x == 2:
+                pass
+            return x
+    """)
+    result = code.evaluate(fenced(source), ["assert f(1) == 1", "assert f(2) == 2", "assert f(3) == 3"], timeout_s=1.0)
+    assert [case.passed for case in result.cases] == [True, False, True]
+    assert result.cases[1].reason == "timed out after 1s"
+
+
+def test_program_works_in_a_private_writable_directory_that_is_removed(monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    source = program("""
+        import os
+        assert os.listdir(".") == []
+        with open("notes.txt", "w") as notes:
+            notes.write("scratch")
+        print(open("notes.txt").read())
+    """)
+    assert code.run_tests(fenced(source), prints("scratch"), timeout_s=RELAXED_TIMEOUT_S) == 1.0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_program_cannot_gain_privileges():
+    source = "print(next(line for line in open('/proc/self/status') if line.startswith('NoNewPrivs')))\n"
+    assert code.run_tests(fenced(source), prints("NoNewPrivs:\t1"), timeout_s=RELAXED_TIMEOUT_S) == 1.0
+
+
+def test_pool_runs_programs_in_parallel_and_keeps_order():
+    items = [(fenced(f"import time\ntime.sleep(0.5)\nprint({i})\n"), prints(str(i))) for i in range(8)]
+    start = time.monotonic()
+    results = code.evaluate_batch(items, max_workers=8, timeout_s=RELAXED_TIMEOUT_S)
+    assert [result.score for result in results] == [1.0] * 8
+    assert time.monotonic() - start < 8 * 0.5 / 2
+
+
+# ---------------------------------------------------------------- failures of the machinery
+
+
+def test_supervisor_that_cannot_start_scores_zero_with_reason(monkeypatch, tmp_path):
+    monkeypatch.setattr(code, "_RUNNER", tmp_path / "missing_runner.py")
+    result = code.evaluate(fenced("print(1)\n"), [*prints("1"), "assert True"], timeout_s=RELAXED_TIMEOUT_S)
+    assert result.score == 0.0
+    assert result.reason.startswith("sandbox exited with code 2") and "missing_runner.py" in result.reason
+    assert all(case.reason == result.reason for case in result.cases)
+
+
+def test_sandbox_exception_scores_zero_instead_of_raising(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(code.subprocess, "Popen", refuse)
+    result = code.evaluate(fenced("print(1)\n"), prints("1"))
+    assert result.score == 0.0
+    assert result.reason == "sandbox error: OSError('no more processes')"
+
+
+def test_stuck_sandbox_is_killed_at_the_wall_limit(monkeypatch, track_sandboxes):
+    """The caller's own limit, for a supervisor that never finishes: everything in it dies too."""
+    markers, uids = track_sandboxes
+    marker = f"r1jax-stray-{uuid.uuid4().hex}"
+    monkeypatch.setattr(code, "_wall_limit_s", lambda n_cases, timeout_s: 1.0)
+    source = program(f"""
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            os.execv("/bin/sh", ["sh", "-c", "sleep 60; : {marker}"])
+        time.sleep(60)
+    """)
+    start = time.monotonic()
+    result = code.evaluate(fenced(source), [*prints(""), "assert True"], timeout_s=RELAXED_TIMEOUT_S)
+    assert time.monotonic() - start < 5
+    assert result.reason == "sandbox killed after 1s wall clock"
+    assert [case.reason for case in result.cases] == [result.reason] * 2
+    if CONTAINED:
+        assert _stray_processes([*markers, marker], uids) == []
+
+
+def _unshare_works(*flags: str) -> bool:
+    unshare = shutil.which("unshare")
+    return bool(unshare) and subprocess.run([unshare, *flags, "true"], capture_output=True, check=False).returncode == 0
+
+
+def test_strongest_available_isolation_is_used():
+    description = str(ISOLATION)
+    assert ("network namespace" in description) == ISOLATION.namespaces
+    if os.geteuid() == 0 and _unshare_works("--net", "--pid", "--fork", "--mount", "--mount-proc"):
+        assert ISOLATION.namespaces and ISOLATION.dedicated_uid and not ISOLATION.user_namespace
+        assert "dedicated unprivileged uid" in description
+
+
+# ---------------------------------------------------------------- hostile programs
+
+
+@dataclasses.dataclass(frozen=True)
+class Hostile:
+    source: str
+    tests: list
+    skip_reason: str = ""  # set where this sandbox cannot contain the program
+    scores_zero: bool = True
+
+
+@dataclasses.dataclass
+class HostileRun:
+    results: dict[str, code.CodeRewardResult]
+    skipped: dict[str, str]
+    elapsed_s: float
+    host_dir: Path
+    escape_path: Path
+    connection_arrived: bool
+    strays: list[str]
+
+
+SECRET_VARIABLE = "R1JAX_TEST_SECRET"
+NEVER = prints("never printed")
+
+
+def hostile_programs(host_dir: Path, escape_path: Path, port: int, secret: str, marker: str) -> dict[str, Hostile]:
+    sentinel, existing, new_file = host_dir / "sentinel.txt", host_dir / "existing.txt", host_dir / "new.txt"
+    no_process_limit = "" if ISOLATION.limits_processes else "RLIMIT_NPROC does not apply here"
+    uncontained = "" if CONTAINED else "the program runs with the caller's privileges here"
+
+    def write(path: Path) -> str:
+        return f"open({str(path)!r}, 'w').write('pwned')\nprint('written')\n"
+
+    return {
+        "fork_bomb": Hostile(program("""
+            import os
+            while True:
+                try:
+                    os.fork()
+                except OSError:
+                    pass
+        """), NEVER, no_process_limit),
+        # Gigabyte pieces: the cap refuses the first at once, where filling smaller ones could take
+        # longer than the timeout on CPUs shared with the other hostile programs.
+        "memory_bomb": Hostile("hoard = [bytearray(1 << 30) for _ in range(64)]\n", NEVER),
+        "infinite_loop": Hostile("while True:\n    pass\n", NEVER),
+        "output_flood": Hostile("while True:\n    print('spam' * 100)\n", NEVER),
+        "sleep_past_timeout": Hostile("import time\ntime.sleep(30)\nprint('awake')\n", prints("awake")),
+        "write_new_host_file": Hostile(write(new_file), prints("written"), uncontained),
+        "overwrite_host_file": Hostile(write(existing), prints("written"), uncontained),
+        # Succeeds, but in the sandbox's private /tmp: what counts is that the host's stays untouched.
+        "write_world_writable_dir": Hostile(
+            write(escape_path), prints("written"), "" if ISOLATION.namespaces else "no private /tmp here", False
+        ),
+        "delete_host_file": Hostile(f"import os\nos.remove({str(sentinel)!r})\nprint('deleted')\n",
+                                    prints("deleted"), uncontained),
+        "delete_host_tree": Hostile(f"import shutil\nshutil.rmtree({str(host_dir)!r})\nprint('deleted')\n",
+                                    prints("deleted"), uncontained),
+        "connect_localhost": Hostile(program(f"""
+            import socket
+            socket.create_connection(("127.0.0.1", {port}), timeout=1).sendall(b"hi")
+            print("connected")
+        """), prints("connected")),
+        "connect_with_ctypes": Hostile(program(f"""
+            import ctypes, socket, struct
+            libc = ctypes.CDLL(None)
+            fd = libc.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
+            address = struct.pack("<HH4s8x", socket.AF_INET, socket.htons({port}), bytes([127, 0, 0, 1]))
+            print("connected" if libc.connect(fd, address, 16) == 0 else "refused")
+        """), prints("connected"), "" if ISOLATION.namespaces else "only the audit hook blocks sockets here"),
+        "read_environment": Hostile(f"import os\nprint(os.environ.get({SECRET_VARIABLE!r}, 'absent'))\n",
+                                    prints(secret)),
+        "read_other_processes_environment": Hostile(program(f"""
+            import os
+            found = "absent"
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    if {secret!r} in open(f"/proc/{{pid}}/environ").read():
+                        found = {secret!r}
+                except OSError:
+                    pass
+            print(found)
+        """), prints(secret), uncontained),
+        "kill_parent_and_caller": Hostile(program(f"""
+            import os, signal
+            os.kill(os.getppid(), signal.SIGKILL)
+            os.kill({os.getpid()}, signal.SIGKILL)
+            print("killed")
+        """), prints("killed"), uncontained),
+        # Prints the answer only after the main process has exited, from a daemonised child.
+        "background_child": Hostile(program(f"""
+            import os, time
+            if os.fork() == 0:
+                os.setsid()
+                time.sleep(0.3)
+                print("late answer", flush=True)
+                os.execv("/bin/sh", ["sh", "-c", "sleep 60; : {marker}"])
+        """), prints("late answer"), uncontained),
+        "exit_before_assertions": Hostile("import os\nos._exit(0)\n", ["assert False"]),
+        "exit_inside_assertion": Hostile("import os\ndef solve(x):\n    os._exit(0)\n", ["assert solve(1) == 2"]),
+        "sys_exit_inside_assertion": Hostile("import sys\ndef solve(x):\n    sys.exit(0)\n", ["assert solve(1) == 2"]),
+        "forge_completion_report": Hostile("import os\nos.write(3, b'0' * 32)\nos._exit(0)\n", ["assert False"]),
+    }
+
+
+def _stray_processes(markers: list[str], uids: set[int]) -> list[str]:
+    """Live processes of this test's sandboxes: one of its uids, or a marker in the command line."""
+    strays = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = Path(entry.path, "status").read_text()
+            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # exited meanwhile
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        uid = int(fields["Uid"].split()[0])
+        if fields["State"].split()[0] != "Z" and (uid in uids or any(marker in command for marker in markers)):
+            strays.append(f"pid {entry.name} uid {uid}: {command}")
+    return strays
+
+
+@pytest.fixture(scope="module")
+def track_sandboxes(tmp_path_factory) -> Iterator[tuple[list[str], set[int]]]:
+    """Put sandbox temp dirs in a private dir and record allocated uids; yields (markers, uids).
+
+    The supervisor's command line names its job file in that dir, and so do the processes it forks.
+    """
+    sandbox_root = tmp_path_factory.mktemp("sandboxes")
+    uids: set[int] = set()
+    allocate = code._allocate_sandbox_uid
+
+    def allocate_and_record() -> int:
+        uid = allocate()
+        uids.add(uid)
+        return uid
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(sandbox_root))
+        patch.setattr(code, "_allocate_sandbox_uid", allocate_and_record)
+        yield [str(sandbox_root)], uids
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory, track_sandboxes) -> Iterator[HostileRun]:
+    markers, uids = track_sandboxes
+    host_dir = tmp_path_factory.mktemp("host")
+    (host_dir / "sentinel.txt").write_text("keep me")
+    (host_dir / "existing.txt").write_text("original")
+    marker = f"r1jax-stray-{uuid.uuid4().hex}"
+    escape_path = Path("/tmp", f"r1jax-escape-{uuid.uuid4().hex}")
+    secret = uuid.uuid4().hex
+    with socket.create_server(("127.0.0.1", 0)) as listener, pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SECRET_VARIABLE, secret)
+        cases = hostile_programs(host_dir, escape_path, listener.getsockname()[1], secret, marker)
+        runnable = {name: case for name, case in cases.items() if not case.skip_reason}
+        start = time.monotonic()
+        results = code.evaluate_batch(
+            [(case.source, case.tests) for case in runnable.values()],
+            max_workers=len(runnable), timeout_s=HOSTILE_TIMEOUT_S, from_completion=False,
+        )
+        elapsed_s = time.monotonic() - start
+        strays = _stray_processes([*markers, marker], uids)
+        listener.setblocking(False)
+        try:
+            listener.accept()[0].close()
+            connection_arrived = True
+        except BlockingIOError:
+            connection_arrived = False
+    try:
+        yield HostileRun(
+            results=dict(zip(runnable, results, strict=True)),
+            skipped={name: case.skip_reason for name, case in cases.items() if case.skip_reason},
+            elapsed_s=elapsed_s,
+            host_dir=host_dir,
+            escape_path=escape_path,
+            connection_arrived=connection_arrived,
+            strays=strays,
+        )
+    finally:
+        escape_path.unlink(missing_ok=True)
+
+
+def hostile_result(run: HostileRun, name: str) -> code.CodeRewardResult:
+    if name in run.skipped:
+        pytest.skip(run.skipped[name])
+    return run.results[name]
+
+
+HOSTILE_NAMES_SCORING_ZERO = [
+    name for name, case in hostile_programs(Path("/host"), Path("/tmp/escape"), 1, "secret", "marker").items()
+    if case.scores_zero
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES_SCORING_ZERO)
+def test_hostile_program_scores_zero(hostile, name):
+    result = hostile_result(hostile, name)
+    assert result.score == 0.0, result
+
+
+def test_hostile_programs_end_within_their_limits(hostile):
+    assert hostile.elapsed_s < HOSTILE_TIMEOUT_S + 8, hostile.elapsed_s  # all at once, on shared CPUs
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("fork_bomb", "timed out after 1s"),
+    ("infinite_loop", "timed out after 1s"),
+    ("sleep_past_timeout", "timed out after 1s"),
+    ("memory_bomb", "exit code 1: MemoryError"),
+    ("output_flood", "output limit exceeded"),
+    ("connect_localhost", "exit code 1: PermissionError: network access is disabled in the sandbox"),
+    ("exit_before_assertions", "exited before the test code completed"),
+    ("exit_inside_assertion", "exited before the test code completed"),
+    ("sys_exit_inside_assertion", "exited before the test code completed"),
+    ("forge_completion_report", "exited before the test code completed"),
+])
+def test_hostile_program_fails_for_the_right_reason(hostile, name, reason):
+    assert hostile_result(hostile, name).cases[0].reason == reason
+
+
+def test_host_files_survive(hostile):
+    for name in ("write_new_host_file", "overwrite_host_file", "delete_host_file", "delete_host_tree"):
+        hostile_result(hostile, name)
+    assert (hostile.host_dir / "sentinel.txt").read_text() == "keep me"
+    assert (hostile.host_dir / "existing.txt").read_text() == "original"
+    assert not (hostile.host_dir / "new.txt").exists()
+
+
+def test_world_writable_dirs_are_private(hostile):
+    assert hostile_result(hostile, "write_world_writable_dir").score == 1.0
+    assert not hostile.escape_path.exists()
+
+
+def test_no_connection_reaches_the_host(hostile):
+    hostile_result(hostile, "connect_localhost")
+    assert not hostile.connection_arrived
+
+
+def test_no_sandbox_process_outlives_its_program(hostile):
+    assert hostile.strays == []
+
+
+# ---------------------------------------------------------------- weaker isolation tiers
+
+
+WEAKER_TIERS = {
+    "user_namespace": code.SandboxIsolation(namespaces=True, user_namespace=True, dedicated_uid=False),
+    "dedicated_uid_only": code.SandboxIsolation(namespaces=False, user_namespace=False, dedicated_uid=True),
+    "plain_process": code.SandboxIsolation(namespaces=False, user_namespace=False, dedicated_uid=False),
+}
+
+
+@pytest.mark.parametrize("tier", WEAKER_TIERS)
+def test_weaker_isolation_tiers_still_score_and_clean_up(tier, monkeypatch, track_sandboxes):
+    """Forces each fallback tier, with programs that are harmless even where they run as root."""
+    if tier == "user_namespace" and not _unshare_works("--user", "--map-root-user", "--net", "--pid", "--fork"):
+        pytest.skip("user namespaces are not available")
+    if tier == "dedicated_uid_only" and os.geteuid() != 0:
+        pytest.skip("needs root")
+    monkeypatch.setattr(code, "sandbox_isolation", lambda: WEAKER_TIERS[tier])
+    markers, uids = track_sandboxes
+    marker = f"r1jax-stray-{uuid.uuid4().hex}"
+    # Only modules the supervisor has imported already: without a mount namespace, a dedicated uid
+    # may be unable to read a standard library installed under /root.
+    leaves_child_behind = program(f"""
+        import os
+        if os.fork() == 0:
+            os.execv("/bin/sh", ["sh", "-c", "sleep 60; : {marker}"])
+        print(3)
+    """)
+    items = [
+        (ADD_TWO_NUMBERS, ADDITION_TESTS),
+        ("a, b = map(int, input().split())\nprint(a + b if a != 7 else 0)\n", ADDITION_TESTS),
+        ("while True:\n    pass\n", NEVER),
+        ("while True:\n    print('spam' * 100)\n", NEVER),
+        ("s = __import__('socket').socket()\nprint('socket')\n", prints("socket")),
+        (leaves_child_behind, prints("3")),
+    ]
+    results = code.evaluate_batch(items, max_workers=len(items), timeout_s=HOSTILE_TIMEOUT_S, from_completion=False)
+    assert [result.score for result in results] == [1.0, 0.75, 0.0, 0.0, 0.0, 1.0], results
+    assert _stray_processes([*markers, marker], uids) == []
