@@ -16,6 +16,7 @@ setup(
         "numpy>=1.26",
         "ml_dtypes>=0.5",
         "sentencepiece>=0.2",
+        "protobuf>=4",  # sentencepiece model-proto access in r1jax.tokenizer
         "tokenizers>=0.20",
         "jinja2>=3.1",
         "tensorflow-datasets>=4.9.8",

@@ -241,7 +241,7 @@ class Attention(nn.Module):
 
         out_BxTxNxH = jax.nn.dot_product_attention(
             q_BxTxNxH, k_BxSxKxH.astype(dtype), v_BxSxKxH.astype(dtype), mask=mask_BxTxS[:, None],
-            implementation=None if cfg.attention_impl == "xla" else "cudnn")
+            implementation=cfg.attention_impl)
         out_BxTxNxH = nn.with_logical_constraint(
             out_BxTxNxH, ("activation_batch", "activation_length", "activation_heads", None))
         o_kernel = _param(self, "o_proj", _dense_init(), (N, H, E), ("heads", "head_dim", "embed"), pdtype)
