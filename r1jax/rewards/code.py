@@ -58,7 +58,6 @@ import logging
 import marshal
 import os
 import re
-import resource
 import secrets
 import selectors
 import shutil
@@ -80,7 +79,6 @@ __all__ = [
     "SandboxIsolation",
     "SandboxLimits",
     "TestCase",
-    "bench_code_reward",
     "evaluate",
     "evaluate_batch",
     "extract_code",
@@ -288,34 +286,6 @@ def sandbox_isolation() -> SandboxIsolation:
             if not (_isolation.namespaces or _isolation.dedicated_uid):
                 logger.warning("code reward sandbox is weak here: %s", _isolation)
         return _isolation
-
-
-def bench_code_reward(n_programs: int = 200, *, max_workers: int | None = None) -> dict[str, float | str]:
-    """Throughput of `evaluate_batch` on a small correct stdin/stdout program with two test cases.
-
-    `programs_per_cpu_s` counts the CPU time of this process and of every sandbox process (the rate
-    of one core); `programs_per_s` is wall clock, which depends on what else the machine runs.
-    """
-    completion = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
-    tests = [{"input": "1 2\n", "output": "3\n"}, {"input": "40 2\n", "output": "42\n"}]
-    isolation = sandbox_isolation()  # not part of the timing
-
-    def cpu_seconds() -> float:
-        usages = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
-        return sum(usage.ru_utime + usage.ru_stime for usage in usages)
-
-    start, start_cpu = time.perf_counter(), cpu_seconds()
-    scores = run_tests_batch([(completion, tests)] * n_programs, max_workers=max_workers)
-    seconds, cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
-    return {
-        "programs": n_programs,
-        "max_workers": max_workers or os.cpu_count(),
-        "seconds": seconds,
-        "programs_per_s": n_programs / seconds,
-        "programs_per_cpu_s": n_programs / cpu,
-        "mean_score": sum(scores) / n_programs,
-        "isolation": str(isolation),
-    }
 
 
 # ---------------------------------------------------------------- test cases and judging

@@ -1,0 +1,89 @@
+"""Language-consistency reward (DeepSeek-R1): the share of the chain of thought in the target language.
+
+Languages are told apart by Unicode script, so "en" means "written in Latin script". The think
+block is cut into units: a word (a run of letters) for scripts that separate words with spaces, a
+single character for scripts that do not (Han, kana, Thai). The reward is the share of units in a
+script of the target language. LaTeX commands and `$...$` math are left out, so formulas count for
+no language; a think block with no letters at all scores 0. Only the first MAX_CHARS characters are
+read: far more than any generation budget, and it bounds the cost of adversarial megabyte inputs.
+"""
+from __future__ import annotations
+
+import re
+
+from r1jax.rewards.format import think_content
+
+# Code point ranges of the scripts told apart (letters only; digits and punctuation never count).
+SCRIPT_RANGES: dict[str, str] = {
+    "latin": "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff",
+    "greek": "\u0370-\u03ff\u1f00-\u1fff",
+    "cyrillic": "\u0400-\u04ff",
+    "hebrew": "\u05d0-\u05ea",
+    "arabic": "\u0620-\u064a\u066e-\u06d3",
+    "devanagari": "\u0904-\u0939\u0958-\u0961",
+    "thai": "\u0e01-\u0e30\u0e40-\u0e46",
+    "hangul": "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af",
+    "hiragana": "\u3041-\u309f",
+    "katakana": "\u30a0-\u30ff\u31f0-\u31ff",
+    "han": "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f",
+}
+# Scripts written without spaces between words: every character is a unit.
+CHARACTER_SCRIPTS = frozenset({"han", "hiragana", "katakana", "thai"})
+LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
+    **{code: frozenset({"latin"}) for code in ("en", "fr", "de", "es", "it", "pt", "nl", "vi", "id", "tr")},
+    "zh": frozenset({"han"}),
+    "ja": frozenset({"han", "hiragana", "katakana"}),
+    "ko": frozenset({"hangul"}),
+    "ru": frozenset({"cyrillic"}),
+    "uk": frozenset({"cyrillic"}),
+    "el": frozenset({"greek"}),
+    "ar": frozenset({"arabic"}),
+    "he": frozenset({"hebrew"}),
+    "hi": frozenset({"devanagari"}),
+    "th": frozenset({"thai"}),
+}
+
+MAX_CHARS = 1_000_000
+
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+_INLINE_MATH = re.compile(r"\$[^$]*\$")  # one pass, linear: each "$" scans to the next one
+_CHARACTER_CLASS = "".join(SCRIPT_RANGES[script] for script in sorted(CHARACTER_SCRIPTS))
+_WORD_LETTER = rf"(?![{_CHARACTER_CLASS}])[^\W\d_]"  # a letter of a script that spaces its words
+# Any unit of any language: one character of a character script, or a run of other letters.
+_ANY_UNIT = re.compile(rf"[{_CHARACTER_CLASS}]|(?:{_WORD_LETTER})+")
+
+
+def _unit_pattern(scripts: frozenset[str]) -> re.Pattern[str]:
+    character_class = "".join(SCRIPT_RANGES[s] for s in sorted(scripts & CHARACTER_SCRIPTS))
+    word_class = "".join(SCRIPT_RANGES[s] for s in sorted(scripts - CHARACTER_SCRIPTS))
+    alternatives = []
+    if character_class:
+        alternatives.append(f"[{character_class}]")
+    if word_class:
+        # A whole word in the script: "Python" in "用Python写" counts, "abc" in "abcабв" does not.
+        alternatives.append(rf"(?<!{_WORD_LETTER})[{word_class}]+(?!{_WORD_LETTER})")
+    return re.compile("|".join(alternatives))
+
+
+_LANGUAGE_UNITS = {language: _unit_pattern(scripts) for language, scripts in LANGUAGE_SCRIPTS.items()}
+
+
+def script_share(text: str, language: str) -> float:
+    """Share in [0, 1] of the units of `text` (its first MAX_CHARS characters) in a script of `language`.
+
+    0 for a text without letters.
+    """
+    if language not in _LANGUAGE_UNITS:
+        raise ValueError(f"unknown language {language!r}; known: {sorted(_LANGUAGE_UNITS)}")
+    prose = _LATEX_COMMAND.sub(" ", _INLINE_MATH.sub(" ", text[:MAX_CHARS]))
+    # subn counts matches in C without building a list: fast on megabytes of text.
+    total = _ANY_UNIT.subn("", prose)[1]
+    if total == 0:
+        return 0.0
+    return _LANGUAGE_UNITS[language].subn("", prose)[1] / total
+
+
+def consistency(completion: str, *, language: str = "en", prefill: str = "") -> float:
+    """Language-consistency reward: `script_share` of the think block; 0 without a think block."""
+    thought = think_content(completion, prefill=prefill)
+    return 0.0 if thought is None else script_share(thought, language)

@@ -1,0 +1,45 @@
+"""Language-consistency reward: script share of the chain of thought."""
+import pytest
+
+from r1jax.rewards import language
+
+
+def think(text: str) -> str:
+    return f"<think>{text}</think><answer>1</answer>"
+
+
+@pytest.mark.parametrize(
+    "text, target, expected",
+    [
+        ("Let us add the numbers.", "en", 1.0),
+        ("Let us add the numbers.", "zh", 0.0),
+        ("我们把数字加起来", "zh", 1.0),
+        ("我们把数字加起来", "en", 0.0),
+        ("first 我们 then 加", "en", 2 / 5),  # 2 English words, 3 Han characters
+        ("first 我们 then 加", "zh", 3 / 5),
+        ("So $\\frac{a}{b} = x$ holds", "en", 1.0),  # math counts for no language
+        ("计算 \\frac{1}{2} + \\sqrt{2}", "zh", 1.0),  # LaTeX commands are not English words
+        ("naïve café résumé", "fr", 1.0),
+        ("Это просто", "ru", 1.0),
+        ("Это просто and simple", "ru", 2 / 4),
+        ("これは数学です", "ja", 1.0),
+        ("이것은 수학 입니다", "ko", 1.0),
+        ("1 + 2 = 3", "en", 0.0),  # nothing to judge
+        ("", "en", 0.0),
+    ],
+)
+def test_script_share(text: str, target: str, expected: float) -> None:
+    assert language.script_share(text, target) == pytest.approx(expected)
+
+
+def test_consistency_reads_only_the_think_block() -> None:
+    completion = "<think>All in English here.</think><answer>答案是三</answer>"
+    assert language.consistency(completion, language="en") == 1.0
+    assert language.consistency("no think block at all", language="en") == 0.0
+    assert language.consistency("English thoughts</think><answer>1</answer>", prefill="<think>") == 1.0
+    assert language.consistency("<think>thinking until the budget ran out", language="en") == 1.0
+
+
+def test_unknown_language() -> None:
+    with pytest.raises(ValueError, match="unknown language"):
+        language.consistency(think("hello"), language="klingon")
