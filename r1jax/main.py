@@ -7,6 +7,7 @@ Parses flags, validates the config before anything is compiled or written, then 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 
@@ -32,6 +33,9 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import jax  # after flag parsing, so --help stays fast
+
+    # absl raises logging to INFO; JAX's probe for absent accelerators is noise at that level.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
     from r1jax.config import ConfigError, validate
 
