@@ -232,10 +232,15 @@ class Attention(nn.Module):
         k_BxTxKxH = apply_rope(k_BxTxKxH, positions_BxT, inv_freq)
 
         if layer_cache is not None:
-            k_cache, v_cache = layer_cache
-            k_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(k_cache, k_BxTxKxH.astype(k_cache.dtype), write_index, 1)
-            v_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(v_cache, v_BxTxKxH.astype(v_cache.dtype), write_index, 1)
-            new_cache = (k_BxSxKxH, v_BxSxKxH)
+            # The whole stacked cache travels through the layer scan as carry, so writing this step's
+            # keys/values updates it in place instead of rebuilding every layer's slice.
+            k_LxBxSxKxH, v_LxBxSxKxH, layer = layer_cache
+            start = (layer, 0, jnp.asarray(write_index, jnp.int32), 0, 0)
+            k_LxBxSxKxH = jax.lax.dynamic_update_slice(k_LxBxSxKxH, k_BxTxKxH[None].astype(k_LxBxSxKxH.dtype), start)
+            v_LxBxSxKxH = jax.lax.dynamic_update_slice(v_LxBxSxKxH, v_BxTxKxH[None].astype(v_LxBxSxKxH.dtype), start)
+            k_BxSxKxH = jax.lax.dynamic_index_in_dim(k_LxBxSxKxH, layer, 0, keepdims=False)
+            v_BxSxKxH = jax.lax.dynamic_index_in_dim(v_LxBxSxKxH, layer, 0, keepdims=False)
+            new_cache = (k_LxBxSxKxH, v_LxBxSxKxH, layer + 1)
         else:
             k_BxSxKxH, v_BxSxKxH, new_cache = k_BxTxKxH, v_BxTxKxH, None
 
@@ -265,12 +270,13 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm block. Scan signature: carry `x`, scanned `layer_cache`, broadcast attention inputs."""
+    """Pre-norm block. Scan signature: carry `(x, cache)`, broadcast attention inputs; no scanned inputs."""
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BxTxE, layer_cache, positions_BxT, mask_BxTxS, write_index):
+    def __call__(self, carry, positions_BxT, mask_BxTxS, write_index):
+        x_BxTxE, layer_cache = carry
         cfg = self.config
         pdtype = jnp.dtype(cfg.param_dtype)
         h = RMSNorm(cfg.rms_norm_eps, pdtype, name="input_norm")(x_BxTxE)
@@ -279,7 +285,7 @@ class DecoderLayer(nn.Module):
         h = RMSNorm(cfg.rms_norm_eps, pdtype, name="post_attention_norm")(x_BxTxE)
         x_BxTxE = x_BxTxE + MLP(cfg, name="mlp")(h)
         x_BxTxE = nn.with_logical_constraint(x_BxTxE, ("activation_batch", "activation_length", "activation_embed"))
-        return x_BxTxE, new_cache
+        return (x_BxTxE, new_cache), None
 
 
 class Transformer(nn.Module):
@@ -299,7 +305,7 @@ class Transformer(nn.Module):
             layer_cls,
             variable_axes={"params": 0},
             split_rngs={"params": True},
-            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
             length=cfg.num_layers,
             unroll=1 if cfg.scan_layers else cfg.num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"},
@@ -315,8 +321,9 @@ class Transformer(nn.Module):
         table = nn.with_logical_constraint(self.embed, ("vocab", None))
         x_BxTxE = jnp.take(table, tokens_BxT, axis=0).astype(jnp.dtype(self.config.dtype))
         x_BxTxE = nn.with_logical_constraint(x_BxTxE, ("activation_batch", "activation_length", "activation_embed"))
-        x_BxTxE, new_cache_layers = self.layers(x_BxTxE, cache_layers, positions_BxT, mask_BxTxS, write_index)
-        return self.final_norm(x_BxTxE), new_cache_layers
+        cache = None if cache_layers is None else (*cache_layers, jnp.zeros((), jnp.int32))
+        (x_BxTxE, cache), _ = self.layers((x_BxTxE, cache), positions_BxT, mask_BxTxS, write_index)
+        return self.final_norm(x_BxTxE), None if cache is None else cache[:2]
 
     def logits(self, hidden_BxTxE):
         dtype = jnp.dtype(self.config.dtype)

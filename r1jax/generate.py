@@ -1,0 +1,107 @@
+"""`mode: generate`: sample completions for a file of prompts and write them to `<workdir>/completions.jsonl`.
+
+    python -m r1jax.main --config configs/generate.py --config.model.checkpoint=DIR --config.prompts_file=FILE
+
+Prompts file: `.jsonl` with a `"prompt"` string per line, or plain text with one prompt per line. Each
+output line is one sample: prompt index, sample index, prompt, completion text, token count, whether
+it finished (EOS or stop string) or was truncated, and the mean log-prob of its tokens (see
+`r1jax.sampler` for the convention).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from r1jax import runtime, sampler, sharding
+from r1jax.config import ConfigError, validate_tokenizer
+from r1jax.tokenizer import Tokenizer
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """The generate mode's keys; raises ConfigError naming the first bad one."""
+    validate_tokenizer(config)
+    checks = [
+        ("prompts_file", bool(config.prompts_file) and os.path.isfile(config.prompts_file),
+         f"{config.prompts_file!r} is not a file; point it at a .jsonl ({{\"prompt\": ...}} per line) or .txt file"),
+        ("max_new_tokens", config.max_new_tokens > 0, f"{config.max_new_tokens} must be positive"),
+        ("num_samples", config.num_samples > 0, f"{config.num_samples} must be positive"),
+        ("prompt_batch_size", config.prompt_batch_size > 0, f"{config.prompt_batch_size} must be positive"),
+        ("max_prompt_len", config.max_prompt_len >= 0, f"{config.max_prompt_len} must be >= 0 (0: as the model allows)"),
+        ("temperature", config.temperature >= 0, f"{config.temperature} must be >= 0 (0 is greedy)"),
+        ("top_k", config.top_k >= 0, f"{config.top_k} must be >= 0 (0 turns it off)"),
+        ("top_p", 0 < config.top_p <= 1, f"{config.top_p} must be in (0, 1] (1 turns it off)"),
+        ("min_p", 0 <= config.min_p <= 1, f"{config.min_p} must be in [0, 1] (0 turns it off)"),
+        ("stop_strings", all(isinstance(s, str) and s for s in config.stop_strings),
+         f"{config.stop_strings!r} must be non-empty strings, e.g. --config.stop_strings=\"('</answer>',)\""),
+    ]
+    for key, ok, message in checks:
+        if not ok:
+            raise ConfigError(f"config.{key}: {message}")
+
+
+def read_prompts(path: str) -> list[str]:
+    """Prompts of a `.jsonl` file (`"prompt"` of each object) or of a text file (one per non-empty line)."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line.rstrip("\n") for line in f if line.strip()]
+    if not path.endswith(".jsonl"):
+        return lines
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        record = json.loads(line)
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+            raise ValueError(f"{path}:{number}: expected an object with a string 'prompt'")
+        prompts.append(record["prompt"])
+    return prompts
+
+
+def _encode(tokenizer: Tokenizer, prompt: str, chat_template: bool) -> list[int]:
+    if chat_template:
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=True)
+    return tokenizer.encode(prompt, add_bos=tokenizer.bos_id is not None)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes one JSON line per sample to `<workdir>/<output_file>` and returns its path."""
+    validate_config(config)
+    mesh, rules = runtime.mesh_and_rules(config)
+    model_config = runtime.model_config(config)
+    params = runtime.load_or_init_params(config, model_config, mesh, rules)
+    tokenizer = runtime.tokenizer(config, workdir)
+    prompts = read_prompts(config.prompts_file)
+    encoded = [_encode(tokenizer, p, config.chat_template) for p in prompts]
+    request = dict(max_new_tokens=config.max_new_tokens, num_samples=config.num_samples,
+                   temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, min_p=config.min_p,
+                   eos_ids=tokenizer.eos_ids, stop_strings=tuple(config.stop_strings), tokenizer=tokenizer,
+                   max_prompt_len=config.max_prompt_len or None, pad_id=tokenizer.pad_id or 0)
+    key = jax.random.key(config.seed)
+    output_path = os.path.join(workdir, config.output_file)
+    generated_tokens, start = 0, time.perf_counter()
+    with sharding.use_mesh(mesh, rules), open(output_path, "w", encoding="utf-8") as out, \
+            tqdm.tqdm(total=len(prompts), unit="prompt", desc="generate") as progress:
+        for first in range(0, len(prompts), config.prompt_batch_size):
+            batch = encoded[first:first + config.prompt_batch_size]
+            result = sampler.generate(model_config, params, batch, seed=jax.random.fold_in(key, first), **request)
+            for row, (tokens, length, logprobs, finished) in enumerate(
+                    zip(result.tokens, result.lengths, result.logprobs, result.finished)):
+                index = first + row // config.num_samples
+                out.write(json.dumps({
+                    "prompt_index": index,
+                    "sample": row % config.num_samples,
+                    "prompt": prompts[index],
+                    "completion": tokenizer.decode(tokens[:length], skip_special_tokens=True),
+                    "num_tokens": int(length),
+                    "finished": bool(finished),
+                    "mean_logprob": float(np.mean(logprobs[:length])),
+                }, ensure_ascii=False) + "\n")
+            generated_tokens += int(result.lengths.sum())
+            progress.update(len(batch))
+            progress.set_postfix(tokens_per_s=f"{generated_tokens / (time.perf_counter() - start):.0f}")
+    return output_path

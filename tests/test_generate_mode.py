@@ -1,0 +1,105 @@
+"""The generate mode end to end: a random tiny model saved as a HF directory with a tokenizer trained here."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+import tokenizers
+
+from r1jax import config as config_lib
+from r1jax import generate, hf, sampler
+from r1jax import model as model_lib
+from r1jax.tokenizer import load_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = ["The answer is 42.", "Think step by step, then answer.", "<think>2 + 2 = 4</think> 4"] * 30
+PROMPTS = ["What is 2 + 2?", "Think", "The quick brown fox jumps over the lazy dog and then"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A random tiny Qwen3 whose vocabulary is exactly a byte-level BPE trained here; EOS `<|im_end|>`."""
+    directory = tmp_path_factory.mktemp("generate_model")
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    bpe.train_from_iterator(CORPUS, tokenizers.trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>", "<|im_end|>"], show_progress=False,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+    bpe.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps(
+        {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "bos_token": None}))
+    config = model_lib.get_model_config("tiny-qwen3", vocab_size=bpe.get_vocab_size())
+    params = jax.tree.map(lambda x: 10 * x if x.ndim >= 2 else x, model_lib.init_params(config, jax.random.key(0)))
+    hf.save_pretrained(config, params, str(directory))
+    return directory
+
+
+@pytest.fixture
+def prompts_file(tmp_path) -> Path:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    return path
+
+
+def _config(model_dir, prompts_file, variant=None, **overrides):
+    spec = importlib.util.spec_from_file_location("generate_config", REPO / "configs" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant)
+    config.model.checkpoint = str(model_dir)
+    config.prompts_file = str(prompts_file)
+    config.max_new_tokens = 16
+    config.prompt_batch_size = 2
+    config.update(overrides)
+    return config
+
+
+def test_generate_mode_writes_one_line_per_sample(model_dir, prompts_file, tmp_path):
+    config = _config(model_dir, prompts_file, num_samples=2, temperature=0.9, top_p=0.95)
+    config_lib.validate(config, known_modes=["generate"], num_devices=jax.device_count())
+    path = generate.run(config, str(tmp_path))
+    lines = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    assert [(r["prompt_index"], r["sample"]) for r in lines] == [(i, s) for i in range(3) for s in range(2)]
+    for record in lines:
+        assert record["prompt"] == PROMPTS[record["prompt_index"]]
+        assert 1 <= record["num_tokens"] <= 16 and isinstance(record["completion"], str)
+        assert record["finished"] or record["num_tokens"] == 16  # unfinished means truncated
+        assert record["mean_logprob"] < 0
+
+
+def test_greedy_output_is_the_sampler_output_decoded(model_dir, prompts_file, tmp_path):
+    config = _config(model_dir, prompts_file, "greedy")
+    lines = [json.loads(line) for line in Path(generate.run(config, str(tmp_path))).read_text().splitlines()]
+    model_config, params = hf.load_pretrained(str(model_dir))
+    tokenizer = load_tokenizer(model_dir)
+    expected = sampler.generate(model_config, params, [tokenizer.encode(p) for p in PROMPTS], max_new_tokens=16,
+                                temperature=0.0, eos_ids=tokenizer.eos_ids)
+    for record, tokens, length, finished in zip(lines, expected.tokens, expected.lengths, expected.finished):
+        assert record["completion"] == tokenizer.decode(tokens[:length], skip_special_tokens=True)
+        assert (record["num_tokens"], record["finished"]) == (length, finished)
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (dict(prompts_file="/nonexistent.jsonl"), "config.prompts_file"),
+    (dict(max_new_tokens=0), "config.max_new_tokens"),
+    (dict(top_p=1.5), "config.top_p"),
+    (dict(stop_strings=("",)), "config.stop_strings"),
+])
+def test_bad_keys_are_named(model_dir, prompts_file, overrides, key):
+    with pytest.raises(config_lib.ConfigError, match=key):
+        generate.validate_config(_config(model_dir, overrides.pop("prompts_file", prompts_file), **overrides))
+
+
+def test_command_line(model_dir, prompts_file, tmp_path):
+    """`python -m r1jax.main --config configs/generate.py ...` on one device."""
+    command = [sys.executable, "-m", "r1jax.main", "--config", str(REPO / "configs/generate.py:greedy"),
+               f"--config.model.checkpoint={model_dir}", f"--config.prompts_file={prompts_file}",
+               "--config.max_new_tokens=4", f"--workdir={tmp_path}"]
+    env = {"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    subprocess.run(command, check=True, cwd=REPO, env=env, capture_output=True, timeout=300)
+    assert len((tmp_path / "completions.jsonl").read_text().splitlines()) == len(PROMPTS)
