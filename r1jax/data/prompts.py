@@ -3,6 +3,8 @@
 * 'base': one plain-text string for base models: a short preamble framing a conversation between
   User and Assistant, the task as the User's turn, and an Assistant turn already opened with
   `THINK_OPENING`, so sampling continues inside the reasoning block.
+* 'compact': one line for tiny models trained from scratch here: the numbers, the target, and the
+  opened reasoning block; no preamble, since such a model has never read instructions.
 * 'chat': a message list for instruct models (system, user, and an assistant turn holding
   `THINK_OPENING`), rendered by the model's own chat template with `render_chat`, which leaves
   that last turn open for the model to continue.
@@ -17,8 +19,8 @@ from typing import Any, Literal, Protocol
 
 THINK_OPENING = "Let me solve this step by step.\n<think>"
 
-TemplateName = Literal["base", "chat"]
-TEMPLATES: tuple[TemplateName, ...] = ("base", "chat")
+TemplateName = Literal["base", "compact", "chat"]
+TEMPLATES: tuple[TemplateName, ...] = ("base", "compact", "chat")
 
 Message = dict[str, str]
 
@@ -53,6 +55,10 @@ def base_prompt(nums: Sequence[int], target: int) -> str:
     return f"{_BASE_PREAMBLE}\nUser: {task_text(nums, target)}\nAssistant: {THINK_OPENING}"
 
 
+def compact_prompt(nums: Sequence[int], target: int) -> str:
+    return f"Numbers: {' '.join(str(n) for n in nums)}. Target: {target}.\n<think>"
+
+
 def chat_messages(nums: Sequence[int], target: int) -> list[Message]:
     """The 'chat' template: system and user turns, then the assistant turn to be continued."""
     return [
@@ -81,6 +87,8 @@ def countdown_prompt(
     """The prompt text for one problem; 'chat' needs the model's tokenizer (or other `renderer`)."""
     if template == "base":
         return base_prompt(nums, target)
+    if template == "compact":
+        return compact_prompt(nums, target)
     if template == "chat":
         if renderer is None:
             raise ValueError("the 'chat' template needs a renderer, e.g. the model's Tokenizer")

@@ -1,0 +1,139 @@
+"""Synthetic pretraining text for a tiny Countdown base model: format and arithmetic, no skill at choosing.
+
+A trace is the completion that follows `prompts.compact_prompt`: a few attempts, each a random
+equation over ALL the problem's numbers written with its value, then one attempt picked uniformly
+at random (whether or not it hits the target) as the answer:
+
+    Numbers: 12 7 3. Target: 16.\n<think>   <- prompt
+    (12+7)*3=57, 12+7-3=16</think>\n<answer>(12+7)*3</answer><|endoftext|>   <- 'inline' completion
+
+A model pretrained on this knows the format and (ideally) the arithmetic but answers at random, so
+its accuracy is low while a policy that answers with the attempt that hits the target, or tries more
+attempts, scores much higher: the headroom GRPO is meant to find.
+
+Attempts follow the Countdown game's rules, as `r1jax.data.countdown` does when it makes problems:
+every intermediate value is a positive integer (subtraction takes the smaller from the larger,
+division only when exact). Values are computed on integers, never with `eval`. Styles:
+
+* 'inline': `(12+7)*3=57`, the whole value in one step.
+* 'chain': `(12+7)*3=19*3=57`, one operation reduced per step (the leftmost innermost one), so each
+  step is a single two-operand operation a tiny model can learn; the answer stays a copy of the
+  first expression. With two numbers both styles are identical.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Literal
+
+from r1jax.data.char_tokenizer import EOS
+from r1jax.data.countdown import CountdownExample
+from r1jax.data.prompts import compact_prompt
+
+TraceStyle = Literal["inline", "chain"]
+STYLES: tuple[TraceStyle, ...] = ("inline", "chain")
+ATTEMPT_SEPARATOR = ", "
+
+# An expression: a number, or (operator, left, right).
+Expression = int | tuple[str, "Expression", "Expression"]
+
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+
+
+def value_of(expression: Expression) -> int:
+    """The exact value; the game's rules make every intermediate value a positive integer."""
+    if isinstance(expression, int):
+        return expression
+    op, left, right = expression
+    a, b = value_of(left), value_of(right)
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    quotient, remainder = divmod(a, b)
+    if remainder:
+        raise ValueError(f"{a}/{b} is not exact")
+    return quotient
+
+
+def render(expression: Expression) -> str:
+    """Infix text without spaces and with only the parentheses precedence needs.
+
+    A right operand of equal precedence keeps its parentheses even where the value would not change
+    (`a+(b-c)`), so the text reads left to right exactly as the tree evaluates.
+    """
+    if isinstance(expression, int):
+        return str(expression)
+    op, left, right = expression
+    left_text, right_text = render(left), render(right)
+    if not isinstance(left, int) and _PRECEDENCE[left[0]] < _PRECEDENCE[op]:
+        left_text = f"({left_text})"
+    if not isinstance(right, int) and _PRECEDENCE[right[0]] <= _PRECEDENCE[op]:
+        right_text = f"({right_text})"
+    return f"{left_text}{op}{right_text}"
+
+
+def random_expression(rng: random.Random, nums: Sequence[int]) -> Expression:
+    """A random game-legal expression using every number once: random pairs merged until one is left."""
+    pool: list[Expression] = list(nums)
+    while len(pool) > 1:
+        first = pool.pop(rng.randrange(len(pool)))
+        second = pool.pop(rng.randrange(len(pool)))
+        big, small = (first, second) if value_of(first) >= value_of(second) else (second, first)
+        merges: list[Expression] = [("+", first, second), ("*", first, second)]
+        if value_of(big) > value_of(small):
+            merges.append(("-", big, small))
+        if value_of(big) % value_of(small) == 0:
+            merges.append(("/", big, small))
+        pool.append(rng.choice(merges))
+    return pool[0]
+
+
+def reduce_once(expression: Expression) -> Expression:
+    """The expression with its leftmost innermost operation replaced by that operation's value."""
+    op, left, right = expression
+    if isinstance(left, int) and isinstance(right, int):
+        return value_of(expression)
+    if not isinstance(left, int):
+        return (op, reduce_once(left), right)
+    return (op, left, reduce_once(right))
+
+
+def attempt_text(expression: Expression, style: TraceStyle) -> str:
+    """One attempt as written in the think block: the expression, '=', and its value (via steps for 'chain')."""
+    if style == "inline" or isinstance(expression, int):
+        return f"{render(expression)}={value_of(expression)}"
+    if style != "chain":
+        raise ValueError(f"unknown trace style {style!r}; expected one of {STYLES}")
+    steps = [render(expression)]
+    while not isinstance(expression, int):
+        expression = reduce_once(expression)
+        steps.append(render(expression))
+    return "=".join(steps)
+
+
+def countdown_trace(rng: random.Random, example: CountdownExample, *, min_attempts: int = 1, max_attempts: int = 4,
+                    style: TraceStyle = "inline") -> str:
+    """The completion after the compact prompt: attempts, then a uniformly chosen one as the answer, then EOS."""
+    if not 1 <= min_attempts <= max_attempts:
+        raise ValueError(f"need 1 <= min_attempts <= max_attempts, got {min_attempts}, {max_attempts}")
+    if style not in STYLES:
+        raise ValueError(f"unknown trace style {style!r}; expected one of {STYLES}")
+    count = rng.randint(min_attempts, max_attempts)
+    attempts = [random_expression(rng, example["nums"]) for _ in range(count)]
+    thinking = ATTEMPT_SEPARATOR.join(attempt_text(a, style) for a in attempts)
+    answer = render(rng.choice(attempts))
+    return f"{thinking}</think>\n<answer>{answer}</answer>{EOS}"
+
+
+def countdown_corpus(examples: Sequence[CountdownExample], *, traces_per_example: int = 1, seed: int = 0,
+                     min_attempts: int = 1, max_attempts: int = 4, style: TraceStyle = "inline",
+                     ) -> list[tuple[str, str]]:
+    """(compact prompt, trace) pairs, `traces_per_example` per example, deterministic in `seed`."""
+    rng = random.Random(f"countdown-corpus-{seed}")
+    return [(compact_prompt(example["nums"], example["target"]),
+             countdown_trace(rng, example, min_attempts=min_attempts, max_attempts=max_attempts, style=style))
+            for _ in range(traces_per_example) for example in examples]
