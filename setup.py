@@ -11,7 +11,7 @@ setup(
         "jax>=0.10",
         "flax>=0.12",
         "optax>=0.2.5",
-        "orbax-checkpoint>=0.11",
+        "orbax-checkpoint>=0.12",
         "ml_collections>=1.0",
         "numpy>=1.26",
         "ml_dtypes>=0.5",
@@ -24,6 +24,9 @@ setup(
         "sympy>=1.13",
         "math-verify>=0.7",
         "tqdm>=4.60",
+        "absl-py>=1.4",
+        "matplotlib>=3.8",  # training curves to PNG (r1jax.plotting)
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow (r1jax.metrics)
     ],
     extras_require={
         # Reference implementations the tests compare against; never imported by r1jax itself.

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from r1jax import model as model_lib
-from r1jax import sharding
+from r1jax import optim, sharding
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -30,6 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict(dict(
         name="tiny",  # a key of r1jax.model.MODEL_CONFIGS, used when `checkpoint` is empty
         checkpoint="",  # a Hugging Face model directory; its config.json decides the architecture
+        vocab_size=0,  # with `name`: 0 keeps the model's; set it to fit a tokenizer made here (e.g. 'char')
         dtype="float32",  # compute dtype
         param_dtype="float32",
         remat="none",
@@ -42,6 +43,57 @@ def base_config() -> ml_collections.ConfigDict:
         tensor=1,
         rules="fsdp_tensor",  # a preset of r1jax.sharding.RULE_PRESETS, or a list of (logical, mesh axes)
     ))
+    return config
+
+
+def grpo_config() -> ml_collections.ConfigDict:
+    """Defaults of `mode: grpo` (TinyZero-like Countdown); config files override what they change."""
+    config = base_config()
+    config.mode = "grpo"
+    # A Hugging Face tokenizer directory or file; '' uses model.checkpoint's; 'char' is the built-in
+    # character-level tokenizer for tiny models trained from scratch (r1jax.data.char_tokenizer).
+    config.tokenizer = ""
+    config.steps = 100
+    config.data = ml_collections.ConfigDict(dict(
+        name="countdown",
+        data_dir="",  # default: <workdir>/data
+        template="base",  # r1jax.data.prompts.TEMPLATES
+        countdown=dict(min_count=3, max_count=4, min_number=1, max_number=99, min_target=1, max_target=100,
+                       train_size=32768, test_size=1024, seed=0),
+    ))
+    config.rollout = ml_collections.ConfigDict(dict(
+        prompts_per_step=8,
+        group_size=8,
+        max_new_tokens=256,
+        max_prompt_len=0,  # 0: the model's positions minus max_new_tokens
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        min_p=0.0,
+        stop_strings=("</answer>",),
+    ))
+    config.grpo = ml_collections.ConfigDict(dict(
+        loss_type="dr_grpo",
+        advantage_scale="group",
+        epsilon_low=0.2,
+        epsilon_high=0.28,  # DAPO's clip-higher
+        beta=0.0,  # KL weight; 0 keeps no reference model
+        kl_estimator="k3",
+        importance_level="token",
+        num_iterations=1,  # passes over each batch (mu)
+        minibatch_size=64,  # rows per optimizer update
+        dynamic_sampling=False,
+        max_sampling_rounds=3,
+        mask_truncated=False,
+    ))
+    config.rewards = [dict(name="countdown", weight=1.0)]
+    config.accuracy_reward = "countdown"  # a reward key; accuracy = share of scores >= accuracy_threshold
+    config.accuracy_threshold = 1.0
+    config.eval = ml_collections.ConfigDict(dict(every=10, num_examples=256, batch_size=64))
+    config.optimizer = optim.optimizer_config(learning_rate=1e-6)
+    config.checkpoint_every = 10
+    config.keep_checkpoints = 3
+    config.log_samples_every = 10
     return config
 
 
@@ -74,6 +126,61 @@ def validate(config: ml_collections.ConfigDict, *, known_modes: Iterable[str], n
         if value % batch_ways:
             _fail(key, f"{value} is not a multiple of the {batch_ways} ways the mesh splits the batch "
                        f"(mesh {dict(zip(sharding.MESH_AXES, mesh_shape))}); use a multiple of {batch_ways}")
+    if mode == "grpo":
+        _validate_grpo(config, batch_ways)
+    elif mode == "generate":
+        from r1jax.generate import validate_config  # lazily: generate imports this module
+
+        validate_config(config)
+
+
+def validate_tokenizer(config: ml_collections.ConfigDict) -> None:
+    """`config.tokenizer`: a path, 'char', or '' to use model.checkpoint's tokenizer."""
+    if not config.tokenizer and not config.model.checkpoint:
+        _fail("tokenizer", "is empty and there is no model.checkpoint to take it from; set a tokenizer path or 'char'")
+    if config.tokenizer not in ("", "char") and not os.path.exists(config.tokenizer):
+        _fail("tokenizer", f"{config.tokenizer!r} does not exist; give a tokenizer directory/file or 'char'")
+
+
+def _validate_grpo(config: ml_collections.ConfigDict, batch_ways: int) -> None:
+    from r1jax.data import prompts, tasks
+    from r1jax.rewards import registry
+    from r1jax.rl import grpo
+
+    validate_tokenizer(config)
+    if config.data.name not in tasks.TASKS:
+        _fail("data.name", f"{config.data.name!r} is not one of {', '.join(tasks.TASKS)}")
+    if config.data.template not in prompts.TEMPLATES:
+        _fail("data.template", f"{config.data.template!r} is not one of {', '.join(prompts.TEMPLATES)}")
+    r, g = config.rollout, config.grpo
+    if r.group_size < 2:
+        _fail("rollout.group_size", f"{r.group_size} must be at least 2: advantages compare samples of one prompt")
+    if r.max_new_tokens <= 0:
+        _fail("rollout.max_new_tokens", f"{r.max_new_tokens} must be positive")
+    rows = r.prompts_per_step * r.group_size
+    if g.minibatch_size <= 0 or rows % g.minibatch_size:
+        _fail("grpo.minibatch_size", f"{g.minibatch_size} must divide prompts_per_step * group_size = {rows}")
+    if g.minibatch_size % batch_ways:
+        _fail("grpo.minibatch_size", f"{g.minibatch_size} is not a multiple of the {batch_ways} ways the mesh "
+                                     f"splits the batch")
+    for key, value, options in (("loss_type", g.loss_type, grpo.LOSS_TYPES),
+                                ("advantage_scale", g.advantage_scale, grpo.ADVANTAGE_SCALES),
+                                ("kl_estimator", g.kl_estimator, grpo.KL_ESTIMATORS),
+                                ("importance_level", g.importance_level, grpo.IMPORTANCE_LEVELS)):
+        if value not in options:
+            _fail(f"grpo.{key}", f"{value!r} is not one of {', '.join(options)}")
+    if not config.rewards:
+        _fail("rewards", "is empty; list at least one reward, e.g. [dict(name='countdown', weight=1.0)]")
+    keys = []
+    for i, entry in enumerate(config.rewards):
+        try:
+            spec = registry.RewardSpec.from_config(entry)
+            registry.resolve(spec.name)
+        except (KeyError, ValueError, ImportError) as e:
+            _fail(f"rewards[{i}]", str(e).strip("'\""))
+        keys.append(spec.log_key)
+    if config.accuracy_reward not in keys:
+        _fail("accuracy_reward", f"{config.accuracy_reward!r} is not one of the reward keys {keys}")
 
 
 def _validate_model(model: ml_collections.ConfigDict) -> None:
@@ -83,9 +190,13 @@ def _validate_model(model: ml_collections.ConfigDict) -> None:
                                       "model directory (config.json + *.safetensors) or set it to '' to use model.name")
         if not os.path.isfile(os.path.join(model.checkpoint, "config.json")):
             _fail("model.checkpoint", f"{model.checkpoint!r} has no config.json; it must be a Hugging Face model directory")
+        if model.vocab_size:
+            _fail("model.vocab_size", "is set, but model.checkpoint decides the vocabulary; set it to 0")
     elif model.name not in model_lib.MODEL_CONFIGS:
         _fail("model.name", f"{model.name!r} is not a known model; choose one of "
                             f"{', '.join(sorted(model_lib.MODEL_CONFIGS))} or set model.checkpoint")
+    if model.vocab_size < 0:
+        _fail("model.vocab_size", f"{model.vocab_size} must be 0 (the model's own) or positive")
     for key in ("dtype", "param_dtype"):
         if model[key] not in DTYPES:
             _fail(f"model.{key}", f"{model[key]!r} is not one of {', '.join(DTYPES)}")

@@ -7,16 +7,18 @@ Parses flags, validates the config before anything is compiled or written, then 
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 # mode -> module with `run(config, workdir)`; imported only when chosen.
 MODES = {
+    "grpo": "r1jax.rl.trainer",
     "benchmark": "r1jax.benchmark",
+    "generate": "r1jax.generate",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally ':variant'.",
@@ -34,8 +36,9 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import jax  # after flag parsing, so --help stays fast
 
-    # absl raises logging to INFO; JAX's probe for absent accelerators is noise at that level.
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    # absl logs at INFO by default; JAX's accelerator probe and TFDS's file writes are noise there.
+    if not flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
 
     from r1jax.config import ConfigError, validate
 

@@ -1,4 +1,4 @@
-"""Builds what every mode needs from a validated run config: the mesh, the model and its parameters."""
+"""Builds what every mode needs from a validated run config: mesh, model, parameters, tokenizer."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import jax
 import ml_collections
 from jax.sharding import Mesh
 
+import os
+
 from r1jax import hf
 from r1jax import model as model_lib
 from r1jax import sharding
+from r1jax.tokenizer import Tokenizer, load_tokenizer
 
 
 def mesh_and_rules(config: ml_collections.ConfigDict) -> tuple[Mesh, sharding.Rules]:
@@ -22,6 +25,8 @@ def model_config(config: ml_collections.ConfigDict) -> model_lib.ModelConfig:
                     scan_layers=config.model.scan_layers, attention_impl=config.model.attention_impl)
     if config.model.checkpoint:
         return hf.load_config(config.model.checkpoint, **numerics)
+    if config.model.vocab_size:
+        numerics["vocab_size"] = config.model.vocab_size
     return model_lib.get_model_config(config.model.name, **numerics)
 
 
@@ -33,3 +38,12 @@ def load_or_init_params(config: ml_collections.ConfigDict, model_config: model_l
     if config.model.checkpoint:
         return hf.load_params(config.model.checkpoint, model_config, shardings)
     return model_lib.init_params(model_config, jax.random.key(config.seed), shardings)
+
+
+def tokenizer(config: ml_collections.ConfigDict, workdir: str) -> Tokenizer:
+    """`config.tokenizer` (a path, or 'char' written into the workdir), else the checkpoint's tokenizer."""
+    from r1jax.data import char_tokenizer
+
+    if config.tokenizer == "char":
+        return load_tokenizer(char_tokenizer.write_char_tokenizer(os.path.join(workdir, "tokenizer")))
+    return load_tokenizer(config.tokenizer or config.model.checkpoint)

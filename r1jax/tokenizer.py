@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -260,6 +261,16 @@ class Tokenizer:
         if token_id is None:
             raise KeyError(f"{token!r} is not in the vocabulary of {self.source}")
         return token_id
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Copies the files this tokenizer was read from into `directory` (e.g. beside exported weights)."""
+        source_dir = self.source if self.source.is_dir() else self.source.parent
+        names = [HF_TOKENIZER_FILE, SENTENCEPIECE_FILE] if self.source.is_dir() else [self.source.name]
+        names += [TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, GENERATION_CONFIG_FILE, CHAT_TEMPLATE_FILE]
+        os.makedirs(directory, exist_ok=True)
+        for name in names:
+            if (source_dir / name).is_file():
+                shutil.copyfile(source_dir / name, Path(directory) / name)
 
     def id_to_token(self, token_id: int) -> str:
         if not 0 <= token_id < self.vocab_size:

@@ -602,3 +602,15 @@ def test_explicit_null_removes_a_token_the_model_file_defines(model_dirs: dict[s
 def test_add_bos_without_bos_token_raises(loaded: dict[str, Tokenizer]) -> None:
     with pytest.raises(ValueError, match="bos_token"):
         loaded["qwen"].encode("hi", add_bos=True)
+
+
+def test_save_copies_a_tokenizer_that_loads_identically(tmp_path):
+    from r1jax.data.char_tokenizer import write_char_tokenizer
+
+    original = load_tokenizer(write_char_tokenizer(str(tmp_path / "char")))
+    original.save(tmp_path / "copy")
+    copy = load_tokenizer(tmp_path / "copy")
+    text = "Numbers: 3 5 2. Target: 16.\n<think>3+5=8</think>\n<answer>(3+5)*2</answer>"
+    assert copy.encode(text) == original.encode(text) and len(original.encode(text)) < len(text)
+    assert (copy.eos_ids, copy.pad_id, copy.bos_id) == (original.eos_ids, original.pad_id, None)
+    assert copy.decode(copy.encode(text)) == text

@@ -1,0 +1,167 @@
+"""Training-state checkpoints on Orbax, and a SIGTERM guard for clean preemption.
+
+A checkpoint step directory holds two items: `state`, any pytree of arrays (params, optax state,
+step counter, typed PRNG keys from `jax.random.key`), and `metadata`, a JSON dict (data position,
+config, ...). The trainer resumes with
+
+    with Checkpointer(workdir / "checkpoints", save_interval_steps=..., max_to_keep=...) as ckpt:
+        if ckpt.latest_step() is not None:
+            state, metadata = ckpt.restore(abstract_state)  # ShapeDtypeStructs with shardings
+
+`restore` reads every array straight onto the sharding of its abstract leaf, which may be a
+different mesh or layout from the one it was saved with: each device reads only its own shards.
+
+Typed PRNG keys need no conversion: Orbax stores the raw key data with the key implementation
+and restores a typed key array (checked in tests/test_checkpoint.py).
+
+Partial saves. Orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it to `<step>`
+only after every item is written (it also writes `commit_success.txt`, the commit marker on object
+stores such as GCS, which have no atomic rename). `latest_step`/`all_steps` only list finished step directories, so a process killed
+mid-save leaves at most an ignored temporary directory, which the next `Checkpointer` deletes on
+start (`cleanup_tmp_directories`). tests/test_checkpoint.py SIGKILLs a child during an async save.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import types
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+PyTree = Any
+
+_STATE = "state"
+_METADATA = "metadata"
+
+
+class Checkpointer:
+    """Saves and restores `(state, metadata)` under `directory`, one subdirectory per step.
+
+    `save` is asynchronous by default: it returns once the arrays are copied off the devices, so
+    the caller may donate or overwrite `state` right away; the files are written in a background
+    thread. The next `save`, `wait_until_finished` and `close` wait for it.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, save_interval_steps: int, max_to_keep: int | None,
+                 async_save: bool = True):
+        if save_interval_steps < 1:
+            raise ValueError(f"save_interval_steps must be >= 1, got {save_interval_steps}")
+        if max_to_keep is not None and max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be >= 1 or None (keep all), got {max_to_keep}")
+        options = ocp.CheckpointManagerOptions(
+            # Only the interval (no Orbax "save the first step" default), plus a save when JAX's
+            # multi-host preemption notice reaches a sync point; that one is inert on a single host.
+            save_decision_policy=checkpoint_managers.AnySavePolicy([
+                checkpoint_managers.FixedIntervalPolicy(save_interval_steps),
+                checkpoint_managers.PreemptionCheckpointingPolicy(),
+            ]),
+            preservation_policy=checkpoint_managers.LatestN(n=max_to_keep),
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,  # leftovers of saves that were killed midway
+            create=True,
+        )
+        self.directory = os.fspath(directory)
+        self._manager = ocp.CheckpointManager(os.path.abspath(self.directory), options=options,
+                                              item_names=(_STATE, _METADATA))
+
+    def latest_step(self) -> int | None:
+        """The newest fully written step, or None if there is none."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """Every fully written step, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state: PyTree, metadata: Mapping[str, Any] | None = None, *,
+             force: bool = False) -> bool:
+        """Saves if `step` is a multiple of the interval, or whenever `force`; True if it saved.
+
+        A step that already has a checkpoint is skipped (returns False), e.g. a forced save on
+        preemption right after resuming from that very step.
+        """
+        step = int(step)
+        if step in self._manager.all_steps():
+            return False
+        args = ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state),
+                                     _METADATA: ocp.args.JsonSave(dict(metadata or {}))})
+        return self._manager.save(step, args=args, force=force)
+
+    def restore(self, abstract_state: PyTree, step: int | None = None) -> tuple[PyTree, dict[str, Any]]:
+        """`(state, metadata)` of `step` (default: the latest), each array placed on its sharding.
+
+        `abstract_state` has the structure of the saved state; its leaves are `jax.ShapeDtypeStruct`s
+        with a `sharding` (or arrays, whose sharding is used). Shapes and dtypes must match the saved
+        ones; the shardings are free.
+        """
+        if step is None:
+            step = self.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"no finished checkpoint in {self.directory}")
+        target = jax.tree.map(_abstract_leaf, abstract_state)
+        args = ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(target), _METADATA: ocp.args.JsonRestore()})
+        restored = self._manager.restore(int(step), args=args)
+        return restored[_STATE], dict(restored[_METADATA] or {})
+
+    def wait_until_finished(self) -> None:
+        """Blocks until the last asynchronous save is on disk and committed."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for pending saves and releases Orbax's background resources."""
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _abstract_leaf(leaf: Any) -> Any:
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        if leaf.sharding is None:
+            raise ValueError(f"abstract leaf {leaf} has no sharding; restore needs one for every array")
+        return leaf
+    if isinstance(leaf, jax.Array):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+    return leaf
+
+
+class PreemptionGuard:
+    """Turns SIGTERM (and SIGINT by default) into a flag the training loop polls.
+
+    Schedulers send SIGTERM some seconds before killing a job. Saving from inside a signal handler
+    could interrupt a step halfway, so the handler only sets `requested`; the loop checks it after
+    each step, saves with `force=True`, waits for the save and returns. Previous handlers come back
+    on exit. Must be entered on the main thread (a Python rule for signal handlers).
+
+    On multi-host jobs every process must agree to stop at the same step; there, combine the flag
+    with `jax.experimental.multihost_utils.reached_preemption_sync_point(step)` (needs
+    `jax.distributed`), which `Checkpointer.save` already consults.
+    """
+
+    def __init__(self, signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT)):
+        self._signals = tuple(signals)
+        self._previous: dict[signal.Signals, Any] = {}
+        self.requested = False  # set by the handler; the loop polls it
+        self.received: signal.Signals | None = None
+
+    def _handle(self, signum: int, frame: types.FrameType | None) -> None:
+        self.received = signal.Signals(signum)
+        self.requested = True
+
+    def __enter__(self) -> PreemptionGuard:
+        for sig in self._signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._previous.items():
+            # None means the old handler was installed outside Python; the default is the closest.
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()

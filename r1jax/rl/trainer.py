@@ -1,0 +1,387 @@
+"""`mode: grpo`: R1-Zero-style reinforcement learning with GRPO and its variants.
+
+One step, in the order the code runs it:
+
+1. rollout  - the next prompts of the dataset; `generate` draws `group_size` completions of each.
+2. score    - the config's rewards score every completion (each logged on its own) and their
+              weighted sum becomes group-relative advantages. With DAPO's dynamic sampling, groups
+              whose rewards are all equal are replaced by groups from further prompts.
+3. train    - `num_iterations` passes over the batch in minibatches; the sampler's log-probs are the
+              old log-probs, recomputed by the trainer with the same function, so the first ratio is 1.
+4. log, evaluate on held-out prompts, checkpoint.
+
+The state (params, optimizer state, step, RNG) and the data position are checkpointed with orbax; the
+same command in the same workdir resumes. SIGTERM saves and exits. A NaN loss stops the run, naming
+the step, with the last good checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from r1jax import checkpoint as checkpoint_lib
+from r1jax import metrics as metrics_lib
+from r1jax import model as model_lib
+from r1jax import hf, optim, plotting, runtime, sampler, sharding
+from r1jax.data import tasks
+from r1jax.rewards import RewardSet
+from r1jax.rl import grpo
+
+State = dict[str, Any]  # {"params", "opt_state", "step", "rng"}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class Rollout:
+    """One batch of completions, `group_size` consecutive rows per prompt."""
+
+    examples: list[Mapping[str, Any]]  # one per row
+    prompt_tokens: list[list[int]]  # one per row
+    completions: sampler.SampleResult
+    texts: list[str]
+    reward_scores: dict[str, np.ndarray]  # reward key -> float per row, NaN where unjudgeable
+    total_rewards: np.ndarray
+
+    def select_groups(self, groups: np.ndarray, group_size: int) -> Rollout:
+        rows = (groups[:, None] * group_size + np.arange(group_size)).reshape(-1)
+        c = self.completions
+        return Rollout(
+            examples=[self.examples[r] for r in rows], prompt_tokens=[self.prompt_tokens[r] for r in rows],
+            completions=sampler.SampleResult(c.tokens[rows], c.lengths[rows], c.logprobs[rows], c.finished[rows]),
+            texts=[self.texts[r] for r in rows], reward_scores={k: v[rows] for k, v in self.reward_scores.items()},
+            total_rewards=self.total_rewards[rows])
+
+    @staticmethod
+    def concatenate(parts: Sequence[Rollout]) -> Rollout:
+        cs = [p.completions for p in parts]
+        return Rollout(
+            examples=[e for p in parts for e in p.examples], prompt_tokens=[t for p in parts for t in p.prompt_tokens],
+            completions=sampler.SampleResult(*(np.concatenate([getattr(c, f) for c in cs])
+                                               for f in ("tokens", "lengths", "logprobs", "finished"))),
+            texts=[t for p in parts for t in p.texts],
+            reward_scores={k: np.concatenate([p.reward_scores[k] for p in parts]) for k in parts[0].reward_scores},
+            total_rewards=np.concatenate([p.total_rewards for p in parts]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training batch layout and the jitted step
+
+
+def training_batch(rollout: Rollout, advantages_B: np.ndarray, *, mask_truncated: bool, pad_id: int,
+                   prompt_bucket_cap: int) -> dict[str, np.ndarray]:
+    """Prompt (left-padded to a bucket) + completion rows, with the masks and positions the sampler used."""
+    c = rollout.completions
+    B, N = c.tokens.shape
+    P = sampler.prompt_bucket(max(len(p) for p in rollout.prompt_tokens), prompt_bucket_cap)
+    tokens = np.full((B, P + N), pad_id, np.int32)
+    positions = np.zeros((B, P + N), np.int32)
+    segment_ids = np.zeros((B, P + N), np.int32)
+    for row, prompt in enumerate(rollout.prompt_tokens):
+        start = P - len(prompt)
+        tokens[row, start:P] = prompt
+        tokens[row, P:] = c.tokens[row]
+        positions[row, start:] = np.arange(P + N - start)
+        segment_ids[row, start:] = 1
+    mask = (np.arange(N)[None, :] < c.lengths[:, None]).astype(np.float32)
+    if mask_truncated:
+        mask *= c.finished[:, None]
+    return dict(tokens=tokens, positions=positions, segment_ids=segment_ids, mask=mask,
+                old_logp=c.logprobs.astype(np.float32), advantages=advantages_B.astype(np.float32))
+
+
+def completion_logprobs(model_config: model_lib.ModelConfig, params, batch: Mapping[str, jax.Array],
+                        temperature: float, *, with_entropy: bool = False):
+    """Log-probs of the completion tokens (`logp_BxN`), through the sampler's `token_logprobs`."""
+    N = batch["old_logp"].shape[1]
+    hidden, _ = model_lib.apply(model_config, params, batch["tokens"], batch["positions"], batch["segment_ids"])
+    # Only positions that predict completion tokens need vocabulary logits.
+    logits_BxNxV = model_lib.logits_from_hidden(model_config, params, hidden[:, -N - 1:-1])
+    logp_BxN = sampler.token_logprobs(logits_BxNxV, batch["tokens"][:, -N:], temperature)
+    if not with_entropy:
+        return logp_BxN, None
+    logprobs_all = sampler.scaled_log_softmax(jax.lax.stop_gradient(logits_BxNxV), temperature)
+    return logp_BxN, -jnp.sum(jnp.exp(logprobs_all) * logprobs_all, axis=-1)
+
+
+def make_train_step(model_config: model_lib.ModelConfig, config: ml_collections.ConfigDict,
+                    optimizer: optax.GradientTransformation, schedule: optax.Schedule):
+    g = config.grpo
+
+    def loss_fn(params, batch, num_items):
+        logp, entropy = completion_logprobs(model_config, params, batch, config.rollout.temperature,
+                                            with_entropy=True)
+        return grpo.grpo_loss(
+            logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"], batch["mask"],
+            loss_type=g.loss_type, epsilon_low=g.epsilon_low, epsilon_high=g.epsilon_high, beta=g.beta,
+            kl_estimator=g.kl_estimator, max_len=config.rollout.max_new_tokens, importance_level=g.importance_level,
+            num_items_in_batch=num_items, entropy_BxT=entropy)
+
+    def train_step(state: State, batch: Mapping[str, jax.Array], num_items: jax.Array):
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, num_items)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state["step"]))
+        return dict(state, params=params, opt_state=opt_state, step=state["step"] + 1), metrics
+
+    return train_step
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+class GRPORun:
+    """Everything a GRPO run holds between steps; `run()` is the loop."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.config = config
+        self.workdir = workdir
+        self.mesh, self.rules = runtime.mesh_and_rules(config)
+        self.model_config = runtime.model_config(config)
+        self.tokenizer = runtime.tokenizer(config, workdir)
+        if self.tokenizer.vocab_size > self.model_config.vocab_size:
+            raise ValueError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model only "
+                             f"{self.model_config.vocab_size}; set config.model.vocab_size or use the model's tokenizer")
+        self.task = tasks.load_task(config.data, self.tokenizer, workdir)
+        self.rewards = RewardSet(list(config.rewards))
+        self.pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+        self.eos_ids = tuple(self.tokenizer.eos_ids)
+
+        self.optimizer, self.schedule = optim.make_optimizer(config.optimizer, config.steps * self._updates_per_step())
+        with sharding.use_mesh(self.mesh, self.rules):
+            params = runtime.load_or_init_params(config, self.model_config, self.mesh, self.rules)
+            # A copy: the train step donates the policy's buffers. Taken before any restore, so the
+            # reference stays the starting policy when a run resumes.
+            self.reference_params = jax.tree.map(jnp.copy, params) if config.grpo.beta > 0 else None
+            opt_state = jax.jit(self.optimizer.init)(params)
+        replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        state = dict(params=params, opt_state=opt_state,
+                     **jax.device_put(dict(step=jnp.zeros((), jnp.int32), rng=jax.random.key(config.seed)), replicated))
+        self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
+        self.checkpointer = checkpoint_lib.Checkpointer(
+            os.path.join(workdir, "checkpoints"), save_interval_steps=config.checkpoint_every,
+            max_to_keep=config.keep_checkpoints)
+        self.data_position = 0
+        restored_step = self.checkpointer.latest_step()
+        if restored_step is not None:
+            abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
+                                    self.state_shardings)
+            state, metadata = self.checkpointer.restore(abstract)
+            self.data_position = int(metadata["data_position"])
+            print(f"resumed from step {restored_step} in {self.checkpointer.directory}")
+        self.state = state
+        # A resumed run rewrites the steps after its checkpoint; drop their earlier records.
+        self.writer = metrics_lib.MetricsWriter(
+            workdir, resume_step=None if restored_step is None else restored_step + 1)
+        train_step = make_train_step(self.model_config, config, self.optimizer, self.schedule)
+        self.train_step = jax.jit(train_step, donate_argnums=0, out_shardings=(self.state_shardings, None))
+        self.reference_logprobs = jax.jit(
+            lambda params, batch: completion_logprobs(self.model_config, params, batch, config.rollout.temperature)[0])
+
+    # -- rollouts ---------------------------------------------------------------------------
+
+    def _prompts(self) -> Iterator[Mapping[str, Any]]:
+        for index, example in self.task.train_examples(seed=self.config.seed, start_index=self.data_position):
+            self.data_position = index + 1
+            yield example
+
+    def rollout(self, examples: Sequence[Mapping[str, Any]], key: jax.Array, *, num_samples: int,
+                temperature: float) -> Rollout:
+        r = self.config.rollout
+        prompt_tokens = [self.task.prompt_tokens(e) for e in examples]
+        with sharding.use_mesh(self.mesh, self.rules):
+            completions = sampler.generate(
+                self.model_config, self.state["params"], prompt_tokens, max_new_tokens=r.max_new_tokens,
+                num_samples=num_samples, temperature=temperature, top_k=r.top_k, top_p=r.top_p, min_p=r.min_p,
+                eos_ids=self.eos_ids, stop_strings=tuple(r.stop_strings), tokenizer=self.tokenizer, seed=key,
+                max_prompt_len=r.max_prompt_len or None, pad_id=self.pad_id)
+        texts = [self.tokenizer.decode(self._without_eos(t[:n])) for t, n in zip(completions.tokens, completions.lengths)]
+        row_examples = [e for e in examples for _ in range(num_samples)]
+        scores = self.rewards.score_batch(texts, row_examples, lengths=completions.lengths.tolist())
+        per_reward, total = scores.as_arrays()
+        return Rollout(row_examples, [p for p in prompt_tokens for _ in range(num_samples)], completions, texts,
+                       per_reward, total)
+
+    def _without_eos(self, tokens: np.ndarray) -> np.ndarray:
+        # Tags such as <think> may be special tokens, so decode keeps special tokens and drops only the EOS.
+        return tokens[:-1] if len(tokens) and int(tokens[-1]) in self.eos_ids else tokens
+
+    def collect(self, key: jax.Array) -> tuple[Rollout, dict[str, float]]:
+        """A step's rollout; with dynamic sampling, groups with equal rewards are replaced while rounds remain."""
+        r, G = self.config.rollout, self.config.rollout.group_size
+        prompts = self._prompts()
+        kept: list[Rollout] = []
+        dropped: list[Rollout] = []
+        kept_groups = 0
+        rounds = 0
+        zero_std_share = 0.0
+        while kept_groups < r.prompts_per_step:
+            key, round_key = jax.random.split(key)
+            # Every round samples a full batch: one compiled shape, as DAPO does.
+            examples = [next(prompts) for _ in range(r.prompts_per_step)]
+            part = self.rollout(examples, round_key, num_samples=G, temperature=r.temperature)
+            totals_GxN = part.total_rewards.reshape(-1, G)
+            degenerate = np.nanmax(totals_GxN, 1) == np.nanmin(totals_GxN, 1)
+            degenerate |= np.isnan(totals_GxN).all(1)
+            if rounds == 0:
+                zero_std_share = float(degenerate.mean())
+            rounds += 1
+            if not self.config.grpo.dynamic_sampling:
+                return part, dict(zero_std_groups=zero_std_share, sampling_rounds=rounds)
+            kept.append(part.select_groups(np.flatnonzero(~degenerate), G))
+            dropped.append(part.select_groups(np.flatnonzero(degenerate), G))
+            kept_groups += int((~degenerate).sum())
+            if rounds >= self.config.grpo.max_sampling_rounds:
+                break
+        batch = Rollout.concatenate(kept + dropped).select_groups(np.arange(r.prompts_per_step), G)
+        return batch, dict(zero_std_groups=zero_std_share, sampling_rounds=rounds)
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, float]:
+        """Greedy and sampled accuracy on the held-out prompts."""
+        e = self.config.eval
+        examples = self.task.test_examples(e.num_examples)
+        results = {}
+        for name, temperature in (("", 0.0), ("_sampled", self.config.rollout.temperature)):
+            accuracy, lengths = [], []
+            for start in range(0, len(examples), e.batch_size):
+                rollout = self.rollout(examples[start:start + e.batch_size], jax.random.key(start), num_samples=1,
+                                       temperature=temperature)
+                accuracy.append(rollout.reward_scores[self.config.accuracy_reward] >= self.config.accuracy_threshold)
+                lengths.append(rollout.completions.lengths)
+            results[f"eval/accuracy{name}"] = float(np.concatenate(accuracy).mean())
+            results[f"eval/response_length{name}"] = float(np.concatenate(lengths).mean())
+        return results
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def train_on(self, rollout: Rollout) -> dict[str, float]:
+        c, g = self.config, self.config.grpo
+        advantages = np.asarray(grpo.group_advantages(rollout.total_rewards, c.rollout.group_size,
+                                                      scale=g.advantage_scale))
+        batch = training_batch(rollout, advantages, mask_truncated=g.mask_truncated, pad_id=self.pad_id,
+                               prompt_bucket_cap=c.rollout.max_prompt_len or self.model_config.max_position_embeddings)
+        batch_sharding = {k: sharding.batch_sharding(self.mesh, self.rules, v.ndim) for k, v in batch.items()}
+        with sharding.use_mesh(self.mesh, self.rules):
+            batch = jax.device_put(batch, batch_sharding)
+            if self.reference_params is not None:
+                batch["ref_logp"] = self.reference_logprobs(self.reference_params, batch)
+            num_rows = len(advantages)
+            step_metrics = []
+            for _ in range(g.num_iterations):
+                for start in range(0, num_rows, g.minibatch_size):
+                    minibatch = jax.tree.map(lambda x: x[start:start + g.minibatch_size], batch)
+                    num_items = jnp.sum(minibatch["mask"])
+                    self.state, metrics = self.train_step(self.state, minibatch, num_items)
+                    step_metrics.append(metrics)
+        averaged = {k: float(np.mean([m[k] for m in jax.device_get(step_metrics)])) for k in step_metrics[0]}
+        if not np.isfinite(averaged["loss"]):
+            raise TrainingDiverged(
+                f"loss is {averaged['loss']} at step {int(self.state['step']) // self._updates_per_step()}; "
+                f"the last good checkpoint "
+                f"is kept in {self.checkpointer.directory}. Lower optimizer.learning_rate or check the rewards.")
+        return averaged
+
+    def rollout_metrics(self, rollout: Rollout) -> dict[str, float]:
+        c = rollout.completions
+        metrics = {f"reward/{k}": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+                   for k, v in rollout.reward_scores.items()}
+        metrics["reward/total"] = float(np.nanmean(rollout.total_rewards))
+        metrics["accuracy"] = float(np.mean(rollout.reward_scores[self.config.accuracy_reward]
+                                            >= self.config.accuracy_threshold))
+        metrics["response_length/mean"] = float(c.lengths.mean())
+        metrics["response_length/max"] = float(c.lengths.max())
+        metrics["truncated"] = float(1 - c.finished.mean())
+        return metrics
+
+    def run(self) -> dict[str, Any]:
+        c = self.config
+        step = int(self.state["step"]) // self._updates_per_step()
+        first_eval = None
+        if step == 0:
+            first_eval = self.evaluate()
+            self.writer.write(0, first_eval)
+            print(_format_metrics(0, first_eval))
+        last_eval: dict[str, float] = {}
+        try:
+            with checkpoint_lib.PreemptionGuard() as preemption:
+                while step < c.steps:
+                    step += 1
+                    last_eval = self._step(step) or last_eval
+                    # The flag is read after the step, so a SIGTERM during it still forces this save.
+                    self.checkpointer.save(step, self.state, {"data_position": self.data_position},
+                                           force=step == c.steps or preemption.requested)
+                    if preemption.requested:
+                        print(f"preempted: saved step {step}, exiting")
+                        break
+        finally:
+            # Also on errors: an async save in flight completes, and metrics reach the disk.
+            self.checkpointer.wait_until_finished()
+            self.writer.close()
+        return {"first_eval": first_eval, "final_eval": last_eval, "steps": step}
+
+    def _step(self, step: int) -> dict[str, float]:
+        """One GRPO step: rollout, update, log. Returns the evaluation if one ran."""
+        c = self.config
+        key = jax.random.fold_in(self.state["rng"], step)
+        t0 = time.perf_counter()
+        rollout, sampling = self.collect(key)
+        t1 = time.perf_counter()
+        train_metrics = self.train_on(rollout)
+        t2 = time.perf_counter()
+        metrics = {**self.rollout_metrics(rollout), **sampling, **train_metrics,
+                   "time/rollout_s": t1 - t0, "time/train_s": t2 - t1,
+                   "tokens_per_s": float(rollout.completions.lengths.sum()) / (t2 - t0)}
+        evaluation = {}
+        if step == c.steps or (c.eval.every and step % c.eval.every == 0):
+            evaluation = self.evaluate()
+            metrics.update(evaluation)
+        self.writer.write(step, metrics)
+        if c.log_samples_every and step % c.log_samples_every == 0:
+            self.writer.write_texts(step, {f"sample_{i}": t for i, t in enumerate(rollout.texts[:4])})
+        print(_format_metrics(step, metrics))
+        return evaluation
+
+    def _updates_per_step(self) -> int:
+        c = self.config
+        return c.grpo.num_iterations * (c.rollout.prompts_per_step * c.rollout.group_size // c.grpo.minibatch_size)
+
+
+def _format_metrics(step: int, metrics: Mapping[str, float]) -> str:
+    shown = ("eval/accuracy", "reward/total", "accuracy", "response_length/mean", "kl", "loss", "tokens_per_s")
+    parts = [f"{k}={metrics[k]:.4g}" for k in shown if k in metrics]
+    return f"step {step}: " + " ".join(parts)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains, exports the final policy in Hugging Face format, draws the curves and prints a summary."""
+    grpo_run = GRPORun(config, workdir)
+    summary = grpo_run.run()
+    if summary["steps"] < config.steps:
+        return summary  # preempted: the next run in this workdir continues
+    export_dir = os.path.join(workdir, "hf_export")
+    hf.save_pretrained(grpo_run.model_config, grpo_run.state["params"], export_dir)
+    grpo_run.tokenizer.save(export_dir)
+    curves = plotting.plot_metrics(os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "curves.png"))
+    before = (summary["first_eval"] or {}).get("eval/accuracy", float("nan"))
+    after = summary["final_eval"].get("eval/accuracy", float("nan"))
+    count = min(config.eval.num_examples, len(grpo_run.task.test))
+    rows = [("held-out accuracy (greedy, %d problems)" % count, f"{before:.3f} -> {after:.3f}"),
+            ("curves", curves), ("checkpoints", grpo_run.checkpointer.directory), ("final policy (HF)", export_dir)]
+    width = max(len(name) for name, _ in rows)
+    print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
+    return dict(summary, curves=curves, export_dir=export_dir)

@@ -1,0 +1,106 @@
+"""GRPO trainer: the exact first ratio, a whole run with its files, and resuming to identical parameters."""
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from r1jax import metrics as metrics_lib
+from r1jax import model as model_lib
+from r1jax import sampler
+from r1jax.rl import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _smoke_config(**changes):
+    path = os.path.join(REPO, "configs", "countdown_tiny.py")
+    spec = importlib.util.spec_from_file_location("countdown_tiny", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("smoke")
+    config.grpo.update(dynamic_sampling=True, max_sampling_rounds=2, beta=0.04)
+    config.eval.every = 0
+    for key, value in changes.items():
+        config[key] = value
+    return config
+
+
+def test_trainer_recomputes_the_sampler_logprobs_exactly():
+    config = model_lib.get_model_config("tiny-qwen3")
+    params = model_lib.init_params(config, jax.random.key(0))
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15]]
+    completions = sampler.generate(config, params, prompts, max_new_tokens=12, num_samples=2, temperature=0.7,
+                                   seed=3, eos_ids=(1,))
+    rows = [p for p in prompts for _ in range(2)]
+    rollout = trainer.Rollout([{}] * 6, rows, completions, [""] * 6, {}, np.zeros(6))
+    batch = trainer.training_batch(rollout, np.zeros(6), mask_truncated=False, pad_id=0, prompt_bucket_cap=64)
+    logp, entropy = trainer.completion_logprobs(config, params, batch, 0.7, with_entropy=True)
+    mask = batch["mask"] > 0
+    assert mask.sum() > 12
+    assert np.abs(np.asarray(logp)[mask] - completions.logprobs[mask]).max() <= 1e-5
+    assert np.all(np.asarray(entropy) >= 0)
+
+
+SMOKE_OVERRIDES = ("--config.grpo.dynamic_sampling=True", "--config.grpo.max_sampling_rounds=2",
+                   "--config.grpo.beta=0.04", "--config.eval.every=0")
+
+
+def test_a_killed_run_resumes_to_the_same_parameters_as_an_uninterrupted_one(tmp_path):
+    uninterrupted = trainer.GRPORun(_smoke_config(steps=4), str(tmp_path / "a"))
+    summary = uninterrupted.run()
+    assert summary["steps"] == 4 and set(summary["final_eval"]) >= {"eval/accuracy", "eval/accuracy_sampled"}
+
+    killed_dir = tmp_path / "b"
+    command = [sys.executable, "-m", "r1jax.main", "--config", os.path.join(REPO, "configs", "countdown_tiny.py:smoke"),
+               "--workdir", str(killed_dir), "--config.steps=4", *SMOKE_OVERRIDES]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (killed_dir / "checkpoints" / "2").exists() and process.poll() is None:
+            assert time.monotonic() < deadline, "the run never saved step 2"
+            time.sleep(0.1)
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+
+    resumed = trainer.GRPORun(_smoke_config(steps=4), str(killed_dir))
+    assert resumed.data_position > 0
+    resumed.run()
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.state["params"]),
+                 jax.device_get(uninterrupted.state["params"]))
+
+    records = metrics_lib.read_metrics(str(killed_dir / "metrics.jsonl"))
+    assert {r["step"] for r in records} == {0, 1, 2, 3, 4} and records[-1]["step"] == 4
+    last = records[-1]
+    for key in ("reward/countdown", "reward/format_tags", "reward/total", "accuracy", "response_length/mean",
+                "response_length/max", "truncated", "zero_std_groups", "kl", "clip_fraction_low", "clip_fraction_high",
+                "entropy", "grad_norm", "learning_rate", "tokens_per_s", "time/rollout_s", "time/train_s",
+                "eval/accuracy"):
+        assert key in last, key
+    assert max(int(name) for name in os.listdir(killed_dir / "checkpoints") if name.isdigit()) == 4
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    run = trainer.GRPORun(_smoke_config(steps=3), str(tmp_path))
+    real_step = run.train_step
+    calls = []
+
+    def poisoned_after_first_grpo_step(state, batch, num_items):
+        calls.append(1)
+        state, metrics = real_step(state, batch, num_items)
+        if len(calls) > run._updates_per_step():
+            metrics = dict(metrics, loss=jax.numpy.nan)
+        return state, metrics
+
+    run.train_step = poisoned_after_first_grpo_step
+    with pytest.raises(trainer.TrainingDiverged, match=r"loss is nan at step 2"):
+        run.run()
+    assert sorted(int(name) for name in os.listdir(tmp_path / "checkpoints")) == [1]
