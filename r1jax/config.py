@@ -117,7 +117,7 @@ def validate(config: ml_collections.ConfigDict, *, known_modes: Iterable[str], n
     except ValueError as e:
         _fail("mesh.rules", str(e))
     batch_ways = sharding.data_parallel_size(dict(zip(sharding.MESH_AXES, mesh_shape)), rules)
-    for key in ("batch_size", "eval_batch_size"):
+    for key in ("batch_size",):
         value = config.get(key)
         if value is None:
             continue

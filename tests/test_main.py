@@ -24,8 +24,9 @@ def _load_config(path, arg=None):
     return module.get_config(arg)
 
 
-def _benchmark_config(**changes):
-    config = _load_config(os.path.join(REPO, "configs", "benchmark.py"))
+def _config_with(name, **changes):
+    """A shipped config with `section__key=value` changes."""
+    config = _load_config(os.path.join(REPO, "configs", name))
     for dotted, value in changes.items():
         *parents, leaf = dotted.split("__")
         node = config
@@ -33,6 +34,10 @@ def _benchmark_config(**changes):
             node = node[p]
         node[leaf] = value
     return config
+
+
+def _benchmark_config(**changes):
+    return _config_with("benchmark.py", **changes)
 
 
 # Inputs a config leaves for the command line to give; the test supplies stand-ins.
@@ -115,3 +120,27 @@ def test_benchmark_reads_a_hugging_face_checkpoint(tmp_path):
     validate(config, known_modes=main.MODES, num_devices=8)
     metrics = benchmark.run(config, str(tmp_path))
     assert metrics["tokens_per_s"] > 0 and metrics["mean_logsumexp"] > 0
+
+
+def _countdown_config(**changes):
+    return _config_with("countdown_tiny.py", **changes)
+
+
+@pytest.mark.parametrize("changes,key", [
+    (dict(rollout__group_size=1), "config.rollout.group_size"),
+    (dict(rollout__max_new_tokens=0), "config.rollout.max_new_tokens"),
+    (dict(grpo__minibatch_size=48), "config.grpo.minibatch_size"),
+    (dict(grpo__loss_type="ppo"), "config.grpo.loss_type"),
+    (dict(grpo__importance_level="word"), "config.grpo.importance_level"),
+    (dict(rewards=[dict(name="no_such_reward")]), "config.rewards[0]"),
+    (dict(rewards=[dict(name="countdown", weigth=1.0)]), "config.rewards[0]"),
+    (dict(accuracy_reward="math"), "config.accuracy_reward"),
+    (dict(tokenizer=""), "config.tokenizer"),
+    (dict(tokenizer="/no/such/tokenizer.json"), "config.tokenizer"),
+    (dict(data__template="fancy"), "config.data.template"),
+    (dict(model__vocab_size=-1), "config.model.vocab_size"),
+])
+def test_invalid_grpo_configs_name_the_key(changes, key):
+    with pytest.raises(ConfigError) as error:
+        validate(_countdown_config(**changes), known_modes=main.MODES, num_devices=8)
+    assert str(error.value).startswith(key + ":") and "\n" not in str(error.value)
