@@ -6,6 +6,7 @@ one-line message names the key and the fix.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterable
 
@@ -20,6 +21,15 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 class ConfigError(ValueError):
     """A config that cannot run; the message names the key and how to fix it."""
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """`get_config(variant)` of a config file, as `--config path[:variant]` loads it (for notebooks and tests)."""
+    file_path, _, variant = path.partition(":")
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(file_path))[0], file_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant or None)
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -1,6 +1,5 @@
 """GRPO trainer: the exact first ratio, a whole run with its files, and resuming to identical parameters."""
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from r1jax import metrics as metrics_lib
+from r1jax.config import load_config_file
 from r1jax import model as model_lib
 from r1jax import sampler
 from r1jax.rl import trainer
@@ -20,11 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _smoke_config(**changes):
-    path = os.path.join(REPO, "configs", "countdown_tiny.py")
-    spec = importlib.util.spec_from_file_location("countdown_tiny", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("smoke")
+    config = load_config_file(os.path.join(REPO, "configs", "countdown_tiny.py:smoke"))
     config.grpo.update(dynamic_sampling=True, max_sampling_rounds=2, beta=0.04)
     config.eval.every = 0
     for key, value in changes.items():

@@ -11,22 +11,15 @@ import jax
 import pytest
 
 from r1jax import benchmark, main
-from r1jax.config import ConfigError, validate
+from r1jax.config import ConfigError, load_config_file, validate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
 
 
-def _load_config(path, arg=None):
-    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
 def _config_with(name, **changes):
     """A shipped config with `section__key=value` changes."""
-    config = _load_config(os.path.join(REPO, "configs", name))
+    config = load_config_file(os.path.join(REPO, "configs", name))
     for dotted, value in changes.items():
         *parents, leaf = dotted.split("__")
         node = config
@@ -46,7 +39,7 @@ REQUIRED_INPUTS = {"generate.py": dict(tokenizer="char")}
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
 def test_every_config_parses_validates_and_documents_its_command(path, tmp_path):
-    config = _load_config(path)
+    config = load_config_file(path)
     if "prompts_file" in config:
         (tmp_path / "prompts.txt").write_text("2 + 2 =\n")
         config.prompts_file = str(tmp_path / "prompts.txt")
