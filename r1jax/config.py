@@ -6,15 +6,16 @@ one-line message names the key and the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 import jax.numpy as jnp
 import ml_collections
 
 from r1jax import model as model_lib
-from r1jax import optim, sharding
+from r1jax import optim, pretrain, sharding
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -67,9 +68,11 @@ def grpo_config() -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict(dict(
         name="countdown",
         data_dir="",  # default: <workdir>/data
-        template="base",  # r1jax.data.prompts.TEMPLATES
+        template="base",  # r1jax.data.prompts.TASK_TEMPLATES[name]
         countdown=dict(min_count=3, max_count=4, min_number=1, max_number=99, min_target=1, max_target=100,
                        train_size=32768, test_size=1024, seed=0),
+        # name='math': JSONL files, one problem a line; without `answer_key`, the last \boxed{} of `solution`.
+        math=dict(train_file="", test_file="", question_key="problem", answer_key="answer"),
     ))
     config.rollout = ml_collections.ConfigDict(dict(
         prompts_per_step=8,
@@ -96,6 +99,7 @@ def grpo_config() -> ml_collections.ConfigDict:
         max_sampling_rounds=3,
         mask_truncated=False,
     ))
+    config.pretrain = pretrain.pretrain_config()
     config.rewards = [dict(name="countdown", weight=1.0)]
     config.accuracy_reward = "countdown"  # a reward key; accuracy = share of scores >= accuracy_threshold
     config.accuracy_threshold = 1.0
@@ -105,6 +109,49 @@ def grpo_config() -> ml_collections.ConfigDict:
     config.keep_checkpoints = 3
     config.log_samples_every = 10
     return config
+
+
+@dataclasses.dataclass(frozen=True)
+class Hardware:
+    """A machine a config can target: how many JAX devices it has, their memory, and the mesh used on it."""
+
+    devices: int
+    memory_gib: float  # accelerator memory per device
+    mesh: Mapping[str, int]  # sizes of data/fsdp/tensor, multiplying to `devices`
+
+
+# Mesh presets for real machines. Tensor parallelism stays at 2 ways, inside fast links (NVLink, a
+# TPU slice's ICI), where it also splits the vocabulary logits and keeps decode from gathering whole
+# weights; 2 divides the KV heads of every Qwen2.5 model. FSDP takes the other devices, so the
+# optimizer state is spread over all of them. A TPU v4 or v5p chip is one JAX device (megacore):
+# 'v4-8' (8 TensorCores) is 4 devices, 'v5p-16' is 8.
+HARDWARE: dict[str, Hardware] = {
+    "gpu8": Hardware(devices=8, memory_gib=80, mesh=dict(data=1, fsdp=4, tensor=2)),  # 8 x H100/A100-80GB
+    "v4-8": Hardware(devices=4, memory_gib=32, mesh=dict(data=1, fsdp=2, tensor=2)),
+    "v5e-8": Hardware(devices=8, memory_gib=16, mesh=dict(data=1, fsdp=4, tensor=2)),
+    "v5p-16": Hardware(devices=8, memory_gib=95, mesh=dict(data=1, fsdp=4, tensor=2)),
+    "v5e-32": Hardware(devices=32, memory_gib=16, mesh=dict(data=1, fsdp=16, tensor=2)),
+}
+
+
+def parse_variant(arg: str | None, *, machines: Sequence[str], options: Sequence[str] = ()) -> tuple[str, set[str]]:
+    """A config file's variant, e.g. "dapo,v5p-16", as (machine, other options).
+
+    Items are comma-separated: at most one is one of `machines` (keys of HARDWARE; default: the first),
+    the rest must be in `options`. Anything else raises ValueError listing the choices.
+    """
+    items = [item.strip() for item in (arg or "").split(",") if item.strip()]
+    chosen = [item for item in items if item in machines]
+    unknown = [item for item in items if item not in machines and item not in options]
+    if unknown or len(chosen) > 1:
+        raise ValueError(f"variant {arg!r}: give at most one machine of {', '.join(machines)}"
+                         + (f" and any of {', '.join(options)}" if options else "") + ", separated by commas")
+    return (chosen[0] if chosen else machines[0]), set(items) - set(chosen)
+
+
+def use_hardware(config: ml_collections.ConfigDict, name: str) -> None:
+    """Sets `config.mesh` to the layout of `HARDWARE[name]`."""
+    config.mesh.update(HARDWARE[name].mesh)
 
 
 def _fail(key: str, message: str):
@@ -160,8 +207,12 @@ def _validate_grpo(config: ml_collections.ConfigDict, batch_ways: int) -> None:
     validate_tokenizer(config)
     if config.data.name not in tasks.TASKS:
         _fail("data.name", f"{config.data.name!r} is not one of {', '.join(tasks.TASKS)}")
-    if config.data.template not in prompts.TEMPLATES:
-        _fail("data.template", f"{config.data.template!r} is not one of {', '.join(prompts.TEMPLATES)}")
+    templates = prompts.TASK_TEMPLATES[config.data.name]
+    if config.data.template not in templates:
+        _fail("data.template", f"{config.data.template!r} is not one of {', '.join(templates)} "
+                               f"(the {config.data.name} task's templates)")
+    if config.data.name == "math":
+        _validate_math_data(config.data.math)
     r, g = config.rollout, config.grpo
     if r.group_size < 2:
         _fail("rollout.group_size", f"{r.group_size} must be at least 2: advantages compare samples of one prompt")
@@ -191,6 +242,42 @@ def _validate_grpo(config: ml_collections.ConfigDict, batch_ways: int) -> None:
         keys.append(spec.log_key)
     if config.accuracy_reward not in keys:
         _fail("accuracy_reward", f"{config.accuracy_reward!r} is not one of the reward keys {keys}")
+    _validate_pretrain(config)
+
+
+def _validate_pretrain(config: ml_collections.ConfigDict) -> None:
+    from r1jax.data import synthetic
+
+    p = config.pretrain
+    if p.steps < 0:
+        _fail("pretrain.steps", f"{p.steps} must be 0 (no pretraining) or positive")
+    if not p.steps:
+        return
+    if config.model.checkpoint:
+        _fail("pretrain.steps", "pretraining starts from random weights, but model.checkpoint is set; "
+                                "set pretrain.steps=0 to start from the checkpoint")
+    if config.data.name != "countdown":
+        _fail("pretrain.steps", f"synthetic pretraining traces exist for countdown only, not {config.data.name!r}")
+    if p.style not in synthetic.STYLES:
+        _fail("pretrain.style", f"{p.style!r} is not one of {', '.join(synthetic.STYLES)}")
+    if not 1 <= p.min_attempts <= p.max_attempts:
+        _fail("pretrain.min_attempts", f"need 1 <= min_attempts <= max_attempts, got {p.min_attempts}, "
+                                       f"{p.max_attempts}")
+    if p.arithmetic_facts and not p.max_value:
+        _fail("pretrain.arithmetic_facts", "needs pretrain.max_value, the bound the drilled results stay under")
+    for key in ("batch_size", "seq_len", "traces_per_example"):
+        if p[key] <= 0:
+            _fail(f"pretrain.{key}", f"{p[key]} must be positive")
+
+
+def _validate_math_data(math: ml_collections.ConfigDict) -> None:
+    for key in ("train_file", "test_file"):
+        if not os.path.isfile(math[key]):
+            _fail(f"data.math.{key}", f"{math[key]!r} is not a file; point it at a JSONL file with one problem "
+                                      "per line")
+    for key in ("question_key", "answer_key"):
+        if not math[key]:
+            _fail(f"data.math.{key}", "is empty; name the JSON field that holds it")
 
 
 def _validate_model(model: ml_collections.ConfigDict) -> None:

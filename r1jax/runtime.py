@@ -31,12 +31,14 @@ def model_config(config: ml_collections.ConfigDict) -> model_lib.ModelConfig:
 
 
 def load_or_init_params(config: ml_collections.ConfigDict, model_config: model_lib.ModelConfig, mesh: Mesh,
-                        rules: sharding.Rules) -> model_lib.Params:
-    """Parameters born on their shardings: read from the HF checkpoint, or randomly initialised from `seed`."""
+                        rules: sharding.Rules, checkpoint: str = "") -> model_lib.Params:
+    """Parameters born on their shardings: read from the HF checkpoint (`checkpoint`, else `model.checkpoint`),
+    or randomly initialised from `seed`."""
     shardings = sharding.param_shardings(model_lib.param_logical_axes(model_config),
                                          model_lib.param_shapes(model_config), mesh, rules)
-    if config.model.checkpoint:
-        return hf.load_params(config.model.checkpoint, model_config, shardings)
+    checkpoint = checkpoint or config.model.checkpoint
+    if checkpoint:
+        return hf.load_params(checkpoint, model_config, shardings)
     return model_lib.init_params(model_config, jax.random.key(config.seed), shardings)
 
 

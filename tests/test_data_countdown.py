@@ -11,12 +11,11 @@ import itertools
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import pytest
+from chatml import ChatML
 
 from r1jax.data import countdown, prompts
 from r1jax.data.countdown import CountdownConfig, CountdownExample
@@ -227,22 +226,12 @@ def test_base_prompt_holds_the_problem_and_opens_thinking() -> None:
     assert prompt.endswith("\nAssistant: Let me solve this step by step.\n<think>")
 
 
-class _ChatML:
-    """Stand-in for a Qwen-style chat template."""
-
-    def apply_chat_template(
-        self, messages: Sequence[prompts.Message], *, add_generation_prompt: bool = False, **extra_vars: Any
-    ) -> str:
-        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
-
-
 def test_chat_template_prefills_an_open_assistant_turn() -> None:
     messages = prompts.chat_messages(NUMS, TARGET)
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
     assert "[44, 19, 35]" in messages[1]["content"] and "98" in messages[1]["content"]
     assert messages[-1]["content"] == prompts.THINK_OPENING
-    text = prompts.countdown_prompt(NUMS, TARGET, template="chat", renderer=_ChatML())
+    text = prompts.countdown_prompt(NUMS, TARGET, template="chat", renderer=ChatML())
     assert "[44, 19, 35]" in text and "equals 98" in text
     assert text.endswith("<|im_end|>\n<|im_start|>assistant\nLet me solve this step by step.\n<think>")
     assert text.count("<|im_start|>assistant") == 1

@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
+from r1jax import hf, sampler, sft
 from r1jax import metrics as metrics_lib
-from r1jax.config import load_config_file
 from r1jax import model as model_lib
-from r1jax import sampler
+from r1jax.config import load_config_file
 from r1jax.rl import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +78,8 @@ def test_a_killed_run_resumes_to_the_same_parameters_as_an_uninterrupted_one(tmp
     last = records[-1]
     for key in ("reward/countdown", "reward/format_tags", "reward/total", "accuracy", "response_length/mean",
                 "response_length/max", "truncated", "zero_std_groups", "kl", "clip_fraction_low", "clip_fraction_high",
-                "entropy", "grad_norm", "learning_rate", "tokens_per_s", "time/rollout_s", "time/train_s",
+                "entropy", "grad_norm", "learning_rate", "tokens_per_s", "time/rollout_s", "time/generate_s",
+                "time/score_s", "time/train_s",
                 "eval/accuracy"):
         assert key in last, key
     assert max(int(name) for name in os.listdir(killed_dir / "checkpoints") if name.isdigit()) == 4
@@ -100,3 +101,20 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(
     with pytest.raises(trainer.TrainingDiverged, match=r"loss is nan at step 2"):
         run.run()
     assert sorted(int(name) for name in os.listdir(tmp_path / "checkpoints")) == [1]
+
+
+def test_the_pretraining_stage_makes_the_base_once_and_rl_starts_from_it(tmp_path, monkeypatch):
+    first = trainer.GRPORun(_smoke_config(), str(tmp_path))
+    base_dir = tmp_path / "base"
+    assert (base_dir / "config.json").exists() and (base_dir / "tokenizer.json").exists()
+    base = hf.load_params(str(base_dir), first.model_config)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(first.state["params"]), jax.device_get(base))
+    fresh = model_lib.init_params(first.model_config, jax.random.key(0))
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(jax.device_get(fresh)), jax.tree.leaves(base)))
+
+    def no_second_pretraining(*args, **kwargs):
+        raise AssertionError("the base model was trained again")
+
+    monkeypatch.setattr(sft, "train", no_second_pretraining)
+    again = trainer.GRPORun(_smoke_config(), str(tmp_path))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(again.state["params"]), base)

@@ -1,7 +1,5 @@
-"""The command line: config validation before anything runs, every shipped config, the benchmark mode."""
+"""The command line: config validation before anything runs, the benchmark mode (shipped configs: test_configs.py)."""
 
-import glob
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,11 +8,11 @@ import sys
 import jax
 import pytest
 
-from r1jax import benchmark, main
+from r1jax import benchmark, hf, main
+from r1jax import model as model_lib
 from r1jax.config import ConfigError, load_config_file, validate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
 
 
 def _config_with(name, **changes):
@@ -31,24 +29,6 @@ def _config_with(name, **changes):
 
 def _benchmark_config(**changes):
     return _config_with("benchmark.py", **changes)
-
-
-# Inputs a config leaves for the command line to give; the test supplies stand-ins.
-REQUIRED_INPUTS = {"generate.py": dict(tokenizer="char")}
-
-
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
-def test_every_config_parses_validates_and_documents_its_command(path, tmp_path):
-    config = load_config_file(path)
-    if "prompts_file" in config:
-        (tmp_path / "prompts.txt").write_text("2 + 2 =\n")
-        config.prompts_file = str(tmp_path / "prompts.txt")
-    config.update(REQUIRED_INPUTS.get(os.path.basename(path), {}))
-    validate(config, known_modes=main.MODES, num_devices=jax.device_count())
-    spec = importlib.util.spec_from_file_location("doc", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert f"--config configs/{os.path.basename(path)}" in module.__doc__
 
 
 @pytest.mark.parametrize("changes,key", [
@@ -74,6 +54,13 @@ def test_invalid_configs_name_the_key(changes, key):
 def test_checkpoint_without_config_json_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match="has no config.json"):
         validate(_benchmark_config(model__checkpoint=str(tmp_path)), known_modes=main.MODES, num_devices=8)
+
+
+def test_pretraining_and_a_checkpoint_exclude_each_other(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(hf.config_to_hf(model_lib.MODEL_CONFIGS["tiny-countdown"])))
+    with pytest.raises(ConfigError, match="^config.pretrain.steps: .*model.checkpoint"):
+        validate(_config_with("countdown_tiny.py", model__checkpoint=str(tmp_path)), known_modes=main.MODES,
+                 num_devices=8)
 
 
 def _run_cli(*args, cwd):
@@ -104,9 +91,6 @@ def test_cli_runs_the_benchmark_mode_with_variant_and_overrides(tmp_path):
 
 
 def test_benchmark_reads_a_hugging_face_checkpoint(tmp_path):
-    from r1jax import hf
-    from r1jax import model as model_lib
-
     model_config = model_lib.get_model_config("tiny-qwen3")
     hf.save_pretrained(model_config, model_lib.init_params(model_config, jax.random.key(0)), str(tmp_path / "hf"))
     config = _benchmark_config(model__checkpoint=str(tmp_path / "hf"), steps=1, seq_len=16, mesh__tensor=2)
@@ -132,6 +116,11 @@ def _countdown_config(**changes):
     (dict(tokenizer="/no/such/tokenizer.json"), "config.tokenizer"),
     (dict(data__template="fancy"), "config.data.template"),
     (dict(model__vocab_size=-1), "config.model.vocab_size"),
+    (dict(pretrain__steps=-1), "config.pretrain.steps"),
+    (dict(pretrain__style="prose"), "config.pretrain.style"),
+    (dict(pretrain__max_attempts=0), "config.pretrain.min_attempts"),
+    (dict(pretrain__max_value=0), "config.pretrain.arithmetic_facts"),
+    (dict(pretrain__batch_size=0), "config.pretrain.batch_size"),
 ])
 def test_invalid_grpo_configs_name_the_key(changes, key):
     with pytest.raises(ConfigError) as error:

@@ -74,6 +74,33 @@ def test_traces_are_well_formed_and_scored_by_their_answer(style):
     assert 0 < hits < len(pairs)  # both branches of the 'iff' are exercised
 
 
+def test_bounded_attempts_keep_every_intermediate_value_under_the_bound():
+    _, train = countdown.generate_splits(CONFIG)
+    operations = 0
+    for _, completion in synthetic.countdown_corpus(train, seed=2, style="chain", max_value=30):
+        for attempt in _split(completion)[0]:
+            tree = ast.parse(attempt.split("=")[0], mode="eval")
+            for node in ast.walk(tree):
+                if isinstance(node, ast.BinOp):
+                    operations += 1
+                    assert _evaluate(ast.unparse(node))[0] <= 30, attempt
+    assert operations > 500
+
+
+def test_arithmetic_facts_are_correct_bounded_and_cover_every_operator():
+    facts = synthetic.arithmetic_facts(4000, max_number=12, max_value=60, seed=1)
+    counts = {op: 0 for op in "+-*/"}
+    for prompt, completion in facts:
+        assert prompt.endswith("=")
+        value, (left, right), operations = _evaluate(prompt[:-1])
+        assert operations == 1 and str(value) == completion
+        assert 0 < value <= 60 and min(left, right) <= 12
+        counts[next(op for op in "+-*/" if op in prompt)] += 1
+    assert all(800 <= count <= 1200 for count in counts.values()), counts  # uniform over operators
+    assert facts == synthetic.arithmetic_facts(4000, max_number=12, max_value=60, seed=1)
+    assert facts != synthetic.arithmetic_facts(4000, max_number=12, max_value=60, seed=2)
+
+
 def test_corpus_is_deterministic_in_seed():
     _, train = countdown.generate_splits(CONFIG)
     first = synthetic.countdown_corpus(train[:50], seed=5)

@@ -29,6 +29,19 @@ from r1jax import hf, sampler
 from r1jax import model as model_lib
 
 
+def machine_line() -> str:
+    """Versions and threads of both frameworks, the first line of every benchmark's output."""
+    return (f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+
+
+def transformers_copy(config, params):
+    """The same weights as a float32 `transformers` model in eval mode, through `hf.save_pretrained`."""
+    with tempfile.TemporaryDirectory() as directory:
+        hf.save_pretrained(config, params, directory)
+        return transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+
+
 def _best_seconds(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -69,18 +82,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per measurement; the fastest counts")
     parser.add_argument("--skip-transformers", action="store_true")
     args = parser.parse_args()
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} with "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    print(machine_line())
 
     rows = []
     for size in args.sizes:
         config = model_lib.get_model_config(size)
         params = model_lib.init_params(config, jax.random.key(0))
-        reference = None
-        if not args.skip_transformers:
-            with tempfile.TemporaryDirectory() as directory:
-                hf.save_pretrained(config, params, directory)
-                reference = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+        reference = None if args.skip_transformers else transformers_copy(config, params)
         for batch in args.batches:
             prompts = np.random.default_rng(batch).integers(0, config.vocab_size, (batch, args.prompt_len)).tolist()
             ours, ours_first = bench_r1jax(config, params, prompts, args.new_tokens, args.repeats)

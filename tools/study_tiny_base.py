@@ -61,6 +61,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-number", type=int, default=20)
     parser.add_argument("--max-target", type=int, default=50)
     parser.add_argument("--max-attempts", type=int, default=4)
+    parser.add_argument("--max-value", type=int, default=None, help="bound on every intermediate value of an attempt")
+    parser.add_argument("--arithmetic-facts", type=int, default=0,
+                        help="single-operation drills mixed into the corpus (needs --max-value)")
     parser.add_argument("--train-size", type=int, default=4096)
     parser.add_argument("--traces-per-example", type=int, default=4)
     parser.add_argument("--test-size", type=int, default=256)
@@ -140,7 +143,11 @@ def main() -> None:
                                             train_size=args.train_size, test_size=args.test_size, seed=args.seed)
     test, train = countdown.generate_splits(data_config)
     pairs = synthetic.countdown_corpus(train, traces_per_example=args.traces_per_example, seed=args.seed,
-                                       max_attempts=args.max_attempts, style=args.style)
+                                       max_attempts=args.max_attempts, style=args.style,
+                                       max_value=args.max_value)
+    if args.arithmetic_facts:
+        pairs += synthetic.arithmetic_facts(args.arithmetic_facts, max_number=args.max_number,
+                                            max_value=args.max_value, seed=args.seed)
     tokenizer = load_tokenizer(write_char_tokenizer(tempfile.mkdtemp(prefix="char_tokenizer_")))
     model_config = model_lib.get_model_config(
         "tiny", vocab_size=-(-char_vocab_size() // 8) * 8, hidden_size=args.hidden, intermediate_size=3 * args.hidden,

@@ -1,5 +1,6 @@
 """Datasets for reasoning RL.
 
 Modules: `countdown` (TinyZero's arithmetic task as a TFDS dataset, with a resumable shuffled
-iterator) and `prompts` (its prompt templates). Not imported here: `countdown` pulls in TFDS.
+iterator), `prompts` (the prompt templates) and `tasks` (what the trainer sees: Countdown, or math
+problems read from JSONL files). Not imported here: `countdown` pulls in TFDS.
 """

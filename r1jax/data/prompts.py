@@ -1,5 +1,6 @@
-"""Countdown prompts in TinyZero's two layouts.
+"""Prompts for the RL tasks: Countdown in TinyZero's layouts, math word problems in R1-Zero's.
 
+Countdown (`countdown_prompt`) has three layouts:
 * 'base': one plain-text string for base models: a short preamble framing a conversation between
   User and Assistant, the task as the User's turn, and an Assistant turn already opened with
   `THINK_OPENING`, so sampling continues inside the reasoning block.
@@ -11,6 +12,13 @@
 
 The answer layout the prompts ask for (`<think>` reasoning, then the equation in `<answer>` tags)
 is the one `r1jax.rewards.countdown` and `r1jax.rewards.format` score.
+
+Math problems (`math_prompt`) have two of them, built by the same code:
+* 'base': R1-Zero's: the preamble also spells out the `<think> </think> <answer> </answer>` layout,
+  the question is the User's turn, and the Assistant turn is opened with `<think>`.
+* 'chat': system and user turns for the model's chat template, asking for the final answer in
+  `\\boxed{}`; the assistant turn is left to the template and the model.
+`r1jax.rewards.math` reads either answer (the last `<answer>` block, else the last `\\boxed{}`).
 """
 from __future__ import annotations
 
@@ -21,6 +29,9 @@ THINK_OPENING = "Let me solve this step by step.\n<think>"
 
 TemplateName = Literal["base", "compact", "chat"]
 TEMPLATES: tuple[TemplateName, ...] = ("base", "compact", "chat")
+MATH_TEMPLATES: tuple[TemplateName, ...] = ("base", "chat")
+TASK_TEMPLATES: dict[str, tuple[TemplateName, ...]] = {"countdown": TEMPLATES, "math": MATH_TEMPLATES}
+MATH_THINK_OPENING = "<think>"
 
 Message = dict[str, str]
 
@@ -29,6 +40,11 @@ _BASE_PREAMBLE = (
     "the Assistant first reasons the problem through in its head, then gives the User the answer."
 )
 _CHAT_SYSTEM = "You are a helpful assistant. You reason the problem through first, then give the user the answer."
+_MATH_LAYOUT = (
+    "The Assistant writes its reasoning inside <think> </think> tags and then the answer inside <answer> </answer> "
+    "tags, like this: <think> reasoning </think> <answer> answer </answer>."
+)
+_MATH_CHAT_REQUEST = "Reason step by step, then give the final answer inside \\boxed{}."
 
 
 class ChatTemplateRenderer(Protocol):
@@ -50,9 +66,26 @@ def task_text(nums: Sequence[int], target: int) -> str:
     )
 
 
+def _plain_conversation(preamble: str, user_turn: str, opening: str) -> str:
+    """The layout of every 'base' template: preamble, the User's turn, the opened Assistant turn."""
+    return f"{preamble}\nUser: {user_turn}\nAssistant: {opening}"
+
+
+def _chat(user_turn: str, opening: str | None) -> list[Message]:
+    """System and user turns, then (if `opening`) an assistant turn for the model to continue."""
+    messages = [{"role": "system", "content": _CHAT_SYSTEM}, {"role": "user", "content": user_turn}]
+    return messages + ([{"role": "assistant", "content": opening}] if opening else [])
+
+
+def _renderer_for_chat(renderer: ChatTemplateRenderer | None) -> ChatTemplateRenderer:
+    if renderer is None:
+        raise ValueError("the 'chat' template needs a renderer, e.g. the model's Tokenizer")
+    return renderer
+
+
 def base_prompt(nums: Sequence[int], target: int) -> str:
     """The 'base' template: plain text ending with the opened Assistant turn."""
-    return f"{_BASE_PREAMBLE}\nUser: {task_text(nums, target)}\nAssistant: {THINK_OPENING}"
+    return _plain_conversation(_BASE_PREAMBLE, task_text(nums, target), THINK_OPENING)
 
 
 def compact_prompt(nums: Sequence[int], target: int) -> str:
@@ -61,11 +94,7 @@ def compact_prompt(nums: Sequence[int], target: int) -> str:
 
 def chat_messages(nums: Sequence[int], target: int) -> list[Message]:
     """The 'chat' template: system and user turns, then the assistant turn to be continued."""
-    return [
-        {"role": "system", "content": _CHAT_SYSTEM},
-        {"role": "user", "content": task_text(nums, target)},
-        {"role": "assistant", "content": THINK_OPENING},
-    ]
+    return _chat(task_text(nums, target), THINK_OPENING)
 
 
 def render_chat(messages: Sequence[Message], renderer: ChatTemplateRenderer, **extra_vars: Any) -> str:
@@ -90,7 +119,24 @@ def countdown_prompt(
     if template == "compact":
         return compact_prompt(nums, target)
     if template == "chat":
-        if renderer is None:
-            raise ValueError("the 'chat' template needs a renderer, e.g. the model's Tokenizer")
-        return render_chat(chat_messages(nums, target), renderer)
+        return render_chat(chat_messages(nums, target), _renderer_for_chat(renderer))
     raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
+
+
+def math_base_prompt(question: str) -> str:
+    """R1-Zero's layout for a base model: the answer format in the preamble, thinking opened."""
+    return _plain_conversation(f"{_BASE_PREAMBLE} {_MATH_LAYOUT}", question.strip(), MATH_THINK_OPENING)
+
+
+def math_chat_messages(question: str) -> list[Message]:
+    """System and user turns asking for a `\\boxed{}` answer; the template opens the assistant turn."""
+    return _chat(f"{question.strip()}\n\n{_MATH_CHAT_REQUEST}", None)
+
+
+def math_prompt(question: str, *, template: TemplateName, renderer: ChatTemplateRenderer | None = None) -> str:
+    """The prompt text for one math problem; 'chat' needs the model's tokenizer (or other `renderer`)."""
+    if template == "base":
+        return math_base_prompt(question)
+    if template == "chat":
+        return render_chat(math_chat_messages(question), _renderer_for_chat(renderer))
+    raise ValueError(f"unknown template {template!r} for math problems; expected one of {MATH_TEMPLATES}")

@@ -76,8 +76,13 @@ def render(expression: Expression) -> str:
     return f"{left_text}{op}{right_text}"
 
 
-def random_expression(rng: random.Random, nums: Sequence[int]) -> Expression:
-    """A random game-legal expression using every number once: random pairs merged until one is left."""
+def random_expression(rng: random.Random, nums: Sequence[int], max_value: int | None = None) -> Expression:
+    """A random game-legal expression using every number once: random pairs merged until one is left.
+
+    With `max_value`, merges whose value exceeds it are avoided (one always remains when the numbers
+    are within the bound: the difference, or the quotient 1 of equal values), so every intermediate
+    value stays small and a tiny model meets far fewer distinct arithmetic facts.
+    """
     pool: list[Expression] = list(nums)
     while len(pool) > 1:
         first = pool.pop(rng.randrange(len(pool)))
@@ -88,6 +93,8 @@ def random_expression(rng: random.Random, nums: Sequence[int]) -> Expression:
             merges.append(("-", big, small))
         if value_of(big) % value_of(small) == 0:
             merges.append(("/", big, small))
+        if max_value is not None:
+            merges = [m for m in merges if value_of(m) <= max_value] or merges
         pool.append(rng.choice(merges))
     return pool[0]
 
@@ -116,24 +123,53 @@ def attempt_text(expression: Expression, style: TraceStyle) -> str:
 
 
 def countdown_trace(rng: random.Random, example: CountdownExample, *, min_attempts: int = 1, max_attempts: int = 4,
-                    style: TraceStyle = "inline") -> str:
+                    style: TraceStyle = "inline", max_value: int | None = None) -> str:
     """The completion after the compact prompt: attempts, then a uniformly chosen one as the answer, then EOS."""
     if not 1 <= min_attempts <= max_attempts:
         raise ValueError(f"need 1 <= min_attempts <= max_attempts, got {min_attempts}, {max_attempts}")
     if style not in STYLES:
         raise ValueError(f"unknown trace style {style!r}; expected one of {STYLES}")
     count = rng.randint(min_attempts, max_attempts)
-    attempts = [random_expression(rng, example["nums"]) for _ in range(count)]
+    attempts = [random_expression(rng, example["nums"], max_value) for _ in range(count)]
     thinking = ATTEMPT_SEPARATOR.join(attempt_text(a, style) for a in attempts)
     answer = render(rng.choice(attempts))
     return f"{thinking}</think>\n<answer>{answer}</answer>{EOS}"
 
 
+def arithmetic_facts(count: int, *, max_number: int, max_value: int, seed: int = 0) -> list[tuple[str, str]]:
+    """`count` single-operation drills as (prompt, completion) pairs such as ('19*3=', '57').
+
+    These are the steps of bounded 'chain' attempts on three numbers: game-legal operations on a value
+    up to `max_value` and a problem number up to `max_number`, with a result up to `max_value`. The
+    operator is uniform and the operands uniform among its legal pairs, so products and quotients are
+    as common as sums. Traces alone show each fact too rarely for a tiny model to learn the arithmetic;
+    mixed into pretraining, these drills teach it.
+    """
+    legal: dict[str, list[tuple[int, int]]] = {op: [] for op in "+-*/"}
+    for left in range(1, max_value + 1):
+        for right in range(1, max_value + 1):
+            if min(left, right) > max_number:
+                continue
+            for op in "+-*/":
+                if (op == "-" and left <= right) or (op == "/" and left % right):
+                    continue
+                if value_of((op, left, right)) <= max_value:
+                    legal[op].append((left, right))
+    rng = random.Random(f"arithmetic-facts-{seed}")
+    facts = []
+    for _ in range(count):
+        op = rng.choice("+-*/")
+        left, right = rng.choice(legal[op])
+        facts.append((f"{left}{op}{right}=", str(value_of((op, left, right)))))
+    return facts
+
+
 def countdown_corpus(examples: Sequence[CountdownExample], *, traces_per_example: int = 1, seed: int = 0,
                      min_attempts: int = 1, max_attempts: int = 4, style: TraceStyle = "inline",
-                     ) -> list[tuple[str, str]]:
+                     max_value: int | None = None) -> list[tuple[str, str]]:
     """(compact prompt, trace) pairs, `traces_per_example` per example, deterministic in `seed`."""
     rng = random.Random(f"countdown-corpus-{seed}")
     return [(compact_prompt(example["nums"], example["target"]),
-             countdown_trace(rng, example, min_attempts=min_attempts, max_attempts=max_attempts, style=style))
+             countdown_trace(rng, example, min_attempts=min_attempts, max_attempts=max_attempts, style=style,
+                             max_value=max_value))
             for _ in range(traces_per_example) for example in examples]

@@ -3,21 +3,32 @@
 A task pairs a dataset (train and test splits with random access) with a prompt renderer. The
 trainer only sees `train_examples` (an endless, resumable shuffled stream), `test_examples` and
 `prompt_tokens`.
+
+* 'countdown': TinyZero's arithmetic puzzles, generated locally (`r1jax.data.countdown`).
+* 'math': word problems read from local JSONL files (`data.math`); every example is
+  `{"question", "answer"}`, the fields the 'math' reward reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 import ml_collections
 import tensorflow_datasets as tfds
 
 from r1jax.data import countdown, prompts
+from r1jax.rewards import math as math_reward
 
-TASKS = ("countdown",)
+TASKS = ("countdown", "math")
+
+
+class MathExample(TypedDict):
+    question: str
+    answer: str  # the gold final answer, as text
 
 
 @dataclasses.dataclass
@@ -39,9 +50,12 @@ class Task:
 
 
 def load_task(config: ml_collections.ConfigDict, tokenizer, workdir: str) -> Task:
-    """The task of a run config's `data` section; datasets are built under `data.data_dir` on first use."""
+    """The task of a run config's `data` section: Countdown data is built under `data.data_dir` on first use,
+    math problems are read from `data.math`'s files."""
     if config.name not in TASKS:
         raise ValueError(f"data.name {config.name!r} is not one of {TASKS}")
+    if config.name == "math":
+        return _math_task(config, tokenizer)
     data_dir = config.data_dir or os.path.join(workdir, "data")
     tfds.disable_progress_bar()  # the run's own progress output is what matters
     builder_config = countdown.CountdownConfig(**dict(config.countdown))
@@ -53,3 +67,60 @@ def load_task(config: ml_collections.ConfigDict, tokenizer, workdir: str) -> Tas
                                         renderer=tokenizer)
 
     return Task(train, test, render, tokenizer.encode)
+
+
+def _math_task(config: ml_collections.ConfigDict, tokenizer) -> Task:
+    keys = dict(question_key=config.math.question_key, answer_key=config.math.answer_key)
+    train = read_math_jsonl(config.math.train_file, **keys)
+    test = read_math_jsonl(config.math.test_file, **keys)
+
+    def render(example: Mapping[str, Any]) -> str:
+        return prompts.math_prompt(example["question"], template=config.template, renderer=tokenizer)
+
+    return Task(train, test, render, tokenizer.encode)
+
+
+def read_math_jsonl(path: str, *, question_key: str = "problem", answer_key: str = "answer") -> list[MathExample]:
+    """Math problems from a JSONL file: one JSON object per line, blank lines skipped.
+
+    A line needs the question text under `question_key` and the gold answer under `answer_key` (text
+    or a number); without a usable answer there, the last `\\boxed{...}` of a `solution` field is
+    taken (the MATH dataset's layout). Problems raise ValueError naming the file and line.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"{path!r} is not a file; point data.math.train_file/test_file at JSONL files")
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not a JSON line ({e.msg} at column {e.colno})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            question = record.get(question_key)
+            if not isinstance(question, str) or not question.strip():
+                raise ValueError(f"{where}: no question text under {question_key!r} (the line has fields "
+                                 f"{sorted(record)}); set data.math.question_key")
+            answer = _gold_answer(record, answer_key)
+            if answer is None:
+                raise ValueError(f"{where}: no answer under {answer_key!r} and no \\boxed{{...}} in a 'solution' "
+                                 f"field (the line has fields {sorted(record)}); set data.math.answer_key")
+            examples.append(MathExample(question=question, answer=answer))
+    if not examples:
+        raise ValueError(f"{path}: no examples in the file")
+    return examples
+
+
+def _gold_answer(record: Mapping[str, Any], answer_key: str) -> str | None:
+    answer = record.get(answer_key)
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        return str(answer)
+    if isinstance(answer, str) and answer.strip():
+        return answer.strip()
+    solution = record.get("solution")
+    boxed = math_reward.last_boxed(solution) if isinstance(solution, str) else None
+    return boxed.strip() if boxed and boxed.strip() else None

@@ -79,7 +79,7 @@ def extract_answer(text: str) -> str | None:
     """The final answer written in `text` (see the module docstring), stripped; None if there is none."""
     block = last_tag_content(text, ANSWER_TAG)
     source = text if block is None else block
-    answer = _last_boxed(source)
+    answer = last_boxed(source)
     if answer is None:
         answer = _after_last_marker(source)
     if answer is None and block is not None:
@@ -89,7 +89,8 @@ def extract_answer(text: str) -> str | None:
     return answer.strip() or None
 
 
-def _last_boxed(text: str) -> str | None:
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}`/`\\fbox{...}` in `text` (nested braces kept), unstripped; None if none."""
     start, command = max((text.rfind(command), command) for command in _BOX_COMMANDS)
     if start < 0:
         return None

@@ -32,7 +32,7 @@ import optax
 from r1jax import checkpoint as checkpoint_lib
 from r1jax import metrics as metrics_lib
 from r1jax import model as model_lib
-from r1jax import hf, optim, plotting, runtime, sampler, sharding
+from r1jax import hf, optim, plotting, pretrain, runtime, sampler, sharding
 from r1jax.data import tasks
 from r1jax.rewards import RewardSet
 from r1jax.rl import grpo
@@ -54,6 +54,9 @@ class Rollout:
     texts: list[str]
     reward_scores: dict[str, np.ndarray]  # reward key -> float per row, NaN where unjudgeable
     total_rewards: np.ndarray
+    # Wall time spent sampling and scoring the rows this batch was drawn from (all rounds).
+    generate_seconds: float = 0.0
+    score_seconds: float = 0.0
 
     def select_groups(self, groups: np.ndarray, group_size: int) -> Rollout:
         rows = (groups[:, None] * group_size + np.arange(group_size)).reshape(-1)
@@ -62,7 +65,8 @@ class Rollout:
             examples=[self.examples[r] for r in rows], prompt_tokens=[self.prompt_tokens[r] for r in rows],
             completions=sampler.SampleResult(c.tokens[rows], c.lengths[rows], c.logprobs[rows], c.finished[rows]),
             texts=[self.texts[r] for r in rows], reward_scores={k: v[rows] for k, v in self.reward_scores.items()},
-            total_rewards=self.total_rewards[rows])
+            total_rewards=self.total_rewards[rows], generate_seconds=self.generate_seconds,
+            score_seconds=self.score_seconds)
 
     @staticmethod
     def concatenate(parts: Sequence[Rollout]) -> Rollout:
@@ -73,7 +77,8 @@ class Rollout:
                                                for f in ("tokens", "lengths", "logprobs", "finished"))),
             texts=[t for p in parts for t in p.texts],
             reward_scores={k: np.concatenate([p.reward_scores[k] for p in parts]) for k in parts[0].reward_scores},
-            total_rewards=np.concatenate([p.total_rewards for p in parts]))
+            total_rewards=np.concatenate([p.total_rewards for p in parts]),
+            generate_seconds=sum(p.generate_seconds for p in parts), score_seconds=sum(p.score_seconds for p in parts))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,7 +122,9 @@ def completion_logprobs(model_config: model_lib.ModelConfig, params, batch: Mapp
 
 
 def make_train_step(model_config: model_lib.ModelConfig, config: ml_collections.ConfigDict,
-                    optimizer: optax.GradientTransformation, schedule: optax.Schedule):
+                    optimizer: optax.GradientTransformation, schedule: optax.Schedule, state_shardings):
+    """The jitted update `(state, minibatch, num_items) -> (state, metrics)`; the state is donated and
+    stays on `state_shardings`."""
     g = config.grpo
 
     def loss_fn(params, batch, num_items):
@@ -136,7 +143,7 @@ def make_train_step(model_config: model_lib.ModelConfig, config: ml_collections.
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state["step"]))
         return dict(state, params=params, opt_state=opt_state, step=state["step"] + 1), metrics
 
-    return train_step
+    return jax.jit(train_step, donate_argnums=0, out_shardings=(state_shardings, None))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,6 +170,12 @@ class GRPORun:
         self.optimizer, self.schedule = optim.make_optimizer(config.optimizer, config.steps * self._updates_per_step())
         with sharding.use_mesh(self.mesh, self.rules):
             params = runtime.load_or_init_params(config, self.model_config, self.mesh, self.rules)
+            if config.pretrain.steps:
+                train = self.task.train
+                base_dir = pretrain.pretrain_base(config, self.model_config, params, self.tokenizer,
+                                                  [train[i] for i in range(len(train))], workdir)
+                params = runtime.load_or_init_params(config, self.model_config, self.mesh, self.rules,
+                                                     checkpoint=base_dir)
             # A copy: the train step donates the policy's buffers. Taken before any restore, so the
             # reference stays the starting policy when a run resumes.
             self.reference_params = jax.tree.map(jnp.copy, params) if config.grpo.beta > 0 else None
@@ -186,8 +199,8 @@ class GRPORun:
         # A resumed run rewrites the steps after its checkpoint; drop their earlier records.
         self.writer = metrics_lib.MetricsWriter(
             workdir, resume_step=None if restored_step is None else restored_step + 1)
-        train_step = make_train_step(self.model_config, config, self.optimizer, self.schedule)
-        self.train_step = jax.jit(train_step, donate_argnums=0, out_shardings=(self.state_shardings, None))
+        self.train_step = make_train_step(self.model_config, config, self.optimizer, self.schedule,
+                                          self.state_shardings)
         self.reference_logprobs = jax.jit(
             lambda params, batch: completion_logprobs(self.model_config, params, batch, config.rollout.temperature)[0])
 
@@ -201,6 +214,7 @@ class GRPORun:
     def rollout(self, examples: Sequence[Mapping[str, Any]], key: jax.Array, *, num_samples: int,
                 temperature: float) -> Rollout:
         r = self.config.rollout
+        start = time.perf_counter()
         prompt_tokens = [self.task.prompt_tokens(e) for e in examples]
         with sharding.use_mesh(self.mesh, self.rules):
             completions = sampler.generate(
@@ -209,11 +223,13 @@ class GRPORun:
                 eos_ids=self.eos_ids, stop_strings=tuple(r.stop_strings), tokenizer=self.tokenizer, seed=key,
                 max_prompt_len=r.max_prompt_len or None, pad_id=self.pad_id)
         texts = [self.tokenizer.decode(self._without_eos(t[:n])) for t, n in zip(completions.tokens, completions.lengths)]
+        generated = time.perf_counter()
         row_examples = [e for e in examples for _ in range(num_samples)]
         scores = self.rewards.score_batch(texts, row_examples, lengths=completions.lengths.tolist())
         per_reward, total = scores.as_arrays()
         return Rollout(row_examples, [p for p in prompt_tokens for _ in range(num_samples)], completions, texts,
-                       per_reward, total)
+                       per_reward, total, generate_seconds=generated - start,
+                       score_seconds=time.perf_counter() - generated)
 
     def _without_eos(self, tokens: np.ndarray) -> np.ndarray:
         # Tags such as <think> may be special tokens, so decode keeps special tokens and drops only the EOS.
@@ -344,7 +360,8 @@ class GRPORun:
         train_metrics = self.train_on(rollout)
         t2 = time.perf_counter()
         metrics = {**self.rollout_metrics(rollout), **sampling, **train_metrics,
-                   "time/rollout_s": t1 - t0, "time/train_s": t2 - t1,
+                   "time/rollout_s": t1 - t0, "time/generate_s": rollout.generate_seconds,
+                   "time/score_s": rollout.score_seconds, "time/train_s": t2 - t1,
                    "tokens_per_s": float(rollout.completions.lengths.sum()) / (t2 - t0)}
         evaluation = {}
         if step == c.steps or (c.eval.every and step % c.eval.every == 0):
@@ -369,6 +386,7 @@ def _format_metrics(step: int, metrics: Mapping[str, float]) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains, exports the final policy in Hugging Face format, draws the curves and prints a summary."""
+    start = time.perf_counter()
     grpo_run = GRPORun(config, workdir)
     summary = grpo_run.run()
     if summary["steps"] < config.steps:
@@ -382,6 +400,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     count = min(config.eval.num_examples, len(grpo_run.task.test))
     rows = [("held-out accuracy (greedy, %d problems)" % count, f"{before:.3f} -> {after:.3f}"),
             ("curves", curves), ("checkpoints", grpo_run.checkpointer.directory), ("final policy (HF)", export_dir)]
+    pretrain_seconds = pretrain.pretrain_seconds(workdir)
+    if config.pretrain.steps and pretrain_seconds is not None:
+        rows.append(("base model (pretrained in this run)",
+                     f"{pretrain.base_model_dir(workdir)} ({config.pretrain.steps} steps, {pretrain_seconds:.0f} s)"))
+    rows.append(("wall time of this invocation", f"{time.perf_counter() - start:.0f} s"))
     width = max(len(name) for name, _ in rows)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
     return dict(summary, curves=curves, export_dir=export_dir)

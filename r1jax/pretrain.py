@@ -1,0 +1,90 @@
+"""Stage 0 of a from-scratch run: a tiny base model pretrained on synthetic Countdown traces.
+
+DeepSeek-R1-Zero starts RL from a pretrained base model. On a CPU with no downloads there is none, so
+a GRPO run whose `pretrain.steps` is positive makes one first: supervised training on
+`r1jax.data.synthetic` traces of the task's training problems (the format and the arithmetic, with an
+answer picked at random), saved in Hugging Face format under `<workdir>/base`. A later run in the same
+workdir (a resume) loads that directory instead of training again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import jax
+import ml_collections
+
+from r1jax import hf, optim, sft
+from r1jax import model as model_lib
+from r1jax.data import synthetic
+from r1jax.tokenizer import Tokenizer
+
+
+def pretrain_config() -> ml_collections.ConfigDict:
+    """The `pretrain` section of a GRPO config; `steps=0` starts RL from `model.checkpoint` or random init."""
+    return ml_collections.ConfigDict(dict(
+        steps=0,
+        batch_size=4,  # packed rows per step
+        seq_len=256,
+        learning_rate=3e-3,
+        warmup_steps=20,
+        weight_decay=0.01,
+        traces_per_example=4,
+        min_attempts=1,
+        max_attempts=4,
+        style="chain",
+        max_value=100,  # bound on every intermediate value of an attempt; 0 for none
+        arithmetic_facts=0,  # single-operation drills mixed in (needs max_value)
+    ))
+
+
+def base_model_dir(workdir: str) -> str:
+    return os.path.join(workdir, "base")
+
+
+def pretrain_base(config: ml_collections.ConfigDict, model_config: model_lib.ModelConfig, params: model_lib.Params,
+                  tokenizer: Tokenizer, train_examples, workdir: str) -> str:
+    """The directory of the pretrained base model, trained from `params` unless a finished one is there.
+
+    `config` is the whole run config (its `pretrain` section and `seed`); `train_examples` are the
+    task's training problems. The directory appears complete or not at all (written beside, then renamed).
+    """
+    out = base_model_dir(workdir)
+    if os.path.exists(os.path.join(out, "config.json")):
+        return out
+    p = config.pretrain
+    pairs = synthetic.countdown_corpus(
+        train_examples, traces_per_example=p.traces_per_example, seed=config.seed, min_attempts=p.min_attempts,
+        max_attempts=p.max_attempts, style=p.style, max_value=p.max_value or None)
+    if p.arithmetic_facts:
+        max_number = max(n for example in train_examples for n in example["nums"])
+        pairs += synthetic.arithmetic_facts(p.arithmetic_facts, max_number=max_number, max_value=p.max_value,
+                                            seed=config.seed)
+    optimizer_config = optim.optimizer_config(learning_rate=p.learning_rate, schedule="cosine",
+                                              warmup_steps=p.warmup_steps, weight_decay=p.weight_decay)
+    print(f"pretraining the base model: {p.steps} steps on {len(pairs)} synthetic traces", flush=True)
+    start = time.perf_counter()
+    result = sft.train(model_config, params, pairs, tokenizer, steps=p.steps, batch_size=p.batch_size,
+                       seq_len=p.seq_len, optimizer_config=optimizer_config, seed=config.seed,
+                       log_every=max(p.steps // 5, 1))
+    seconds = time.perf_counter() - start
+    partial = out + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    hf.save_pretrained(model_config, jax.device_get(result.params), partial)
+    tokenizer.save(partial)
+    with open(os.path.join(partial, "pretrain.json"), "w") as f:
+        json.dump(dict(steps=p.steps, seconds=seconds, traces=len(pairs), losses=result.losses), f)
+    os.replace(partial, out)
+    return out
+
+
+def pretrain_seconds(workdir: str) -> float | None:
+    """Wall time the base model's pretraining took, if this workdir made one."""
+    path = os.path.join(base_model_dir(workdir), "pretrain.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return float(json.load(f)["seconds"])

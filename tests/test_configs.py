@@ -1,0 +1,217 @@
+"""Every shipped config and documented variant: parses, validates, and (GRPO) lowers its train step at full size.
+
+Paths a user gives on the command line (a Hugging Face checkpoint, data files, a prompts file) are
+placeholders in the config files. Each must fail validation with its own one-line error; the test then
+puts a small stand-in in its place, so that every other check still runs and no real error hides
+behind a placeholder. The checkpoint's stand-in is a directory holding only the config.json of the
+architecture the config names in `model.name`: validation and the model's shape come from it as from
+the real checkpoint, and no weights are needed.
+
+The train step is lowered (traced to StableHLO, not compiled) with abstract inputs carrying the
+shardings a run uses, on the 8 fake CPU devices. A machine preset with fewer devices uses the first
+ones; a bigger one is shrunk by halving its data, then fsdp, then tensor axis until it fits, which keeps
+its kinds of parallelism and every batch divisibility. Shapes stay those of the real model and batch.
+"""
+
+import ast
+import glob
+import importlib.util
+import json
+import math
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from r1jax import config as config_lib
+from r1jax import hf, main, optim, runtime, sampler, sharding
+from r1jax import model as model_lib
+from r1jax.config import ConfigError, load_config_file, validate
+from r1jax.rl import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+
+
+def _documented_variants(path):
+    """'' and every `configs/<file>.py:<variant>` that the docstring's commands use."""
+    with open(path, encoding="utf-8") as f:
+        docstring = ast.get_docstring(ast.parse(f.read())) or ""
+    pattern = re.escape(f"configs/{os.path.basename(path)}") + r":(\S+)"
+    return ["", *dict.fromkeys(re.findall(pattern, docstring))]
+
+
+CASES = [pytest.param(path, variant, id=os.path.basename(path) + (f":{variant}" if variant else ""))
+         for path in CONFIG_FILES for variant in _documented_variants(path)]
+
+
+def _load(path, variant):
+    return load_config_file(f"{path}:{variant}" if variant else path)
+
+
+def _config_module(path):
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _mesh_device_count(mesh_config):
+    """The devices a mesh is laid out for; a mesh with a -1 axis fits any count, so the test devices."""
+    sizes = [mesh_config[axis] for axis in sharding.MESH_AXES]
+    return jax.device_count() if -1 in sizes else math.prod(sizes)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def _stand_ins(config, tmp_path):
+    """{dotted key: stand-in} for the inputs this config leaves to the command line."""
+    stand_ins = {}
+    if config.model.checkpoint and not os.path.isdir(config.model.checkpoint):
+        assert config.model.name in model_lib.MODEL_CONFIGS, (
+            "a config with a checkpoint placeholder names the checkpoint's architecture in model.name")
+        checkpoint = tmp_path / "checkpoint"
+        checkpoint.mkdir()
+        _write(checkpoint / "config.json", json.dumps(hf.config_to_hf(model_lib.MODEL_CONFIGS[config.model.name])))
+        stand_ins["model.checkpoint"] = str(checkpoint)
+    elif "tokenizer" in config and not config.tokenizer and not config.model.checkpoint:
+        stand_ins["tokenizer"] = "char"
+    if "prompts_file" in config and not os.path.isfile(config.prompts_file):
+        stand_ins["prompts_file"] = _write(tmp_path / "prompts.txt", "2 + 2 =\n")
+    if config.mode == "grpo" and config.data.name == "math":
+        m = config.data.math
+        for key in ("train_file", "test_file"):
+            if not os.path.isfile(m[key]):
+                line = json.dumps({m.question_key: "What is 2 + 2?", m.answer_key: "4"})
+                stand_ins[f"data.math.{key}"] = _write(tmp_path / f"{key}.jsonl", line + "\n")
+    return stand_ins
+
+
+def _validated(path, variant, tmp_path):
+    """The config with its placeholders replaced, each shown to fail validation on its own first."""
+    config = _load(path, variant)
+    remaining = _stand_ins(config, tmp_path)
+    while True:
+        try:
+            validate(config, known_modes=main.MODES, num_devices=_mesh_device_count(config.mesh))
+            break
+        except ConfigError as error:
+            message = str(error)
+            key = message.split(":", 1)[0].removeprefix("config.")
+            assert key in remaining, f"a real error, not a placeholder: {message}"
+            assert "\n" not in message
+            config.update_from_flattened_dict({key: remaining.pop(key)})
+    assert not remaining, f"validation accepted these placeholders: {remaining}"
+    return config
+
+
+@pytest.mark.parametrize("path,variant", CASES)
+def test_config_validates_and_documents_its_command(path, variant, tmp_path):
+    _validated(path, variant, tmp_path)
+    assert f"--config configs/{os.path.basename(path)}" in _config_module(path).__doc__
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIG_FILES if hasattr(_config_module(p), "MACHINES")],
+                         ids=os.path.basename)
+def test_unknown_or_conflicting_variants_are_rejected(path):
+    module = _config_module(path)
+    for variant in ("no-such-machine", ",".join(module.MACHINES[:2])):
+        with pytest.raises(ValueError, match="variant"):
+            module.get_config(variant)
+
+
+GRPO_CASES = [case for case in CASES if _load(*case.values).mode == "grpo"]
+
+
+def _test_mesh(mesh_config):
+    """The config's mesh on the test devices (module docstring)."""
+    sizes = {axis: mesh_config[axis] for axis in sharding.MESH_AXES}
+    if -1 in sizes.values():
+        return sharding.make_mesh(sizes)
+    for axis in sharding.MESH_AXES:
+        while math.prod(sizes.values()) > jax.device_count() and sizes[axis] % 2 == 0:
+            sizes[axis] //= 2
+    return sharding.make_mesh(sizes, jax.devices()[:math.prod(sizes.values())])
+
+
+def _abstract_state(model_config, optimizer, mesh, rules):
+    shapes = model_lib.param_shapes(model_config)
+    param_shardings = sharding.param_shardings(model_lib.param_logical_axes(model_config), shapes, mesh, rules)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, param_shardings)
+    opt_shapes = jax.eval_shape(optimizer.init, params)
+    # Adam's moments sit where their parameters do, as jit(optimizer.init)(params) places them.
+    opt_shardings = optax.tree_map_params(optimizer, lambda _, s: s, opt_shapes, param_shardings,
+                                          transform_non_params=lambda _: replicated)
+    opt_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), opt_shapes,
+                             opt_shardings)
+    return dict(params=params, opt_state=opt_state, step=jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated),
+                rng=jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated))
+
+
+def _abstract_minibatch(config, model_config, mesh, rules):
+    """A minibatch as GRPORun.train_on builds it, at the config's sizes: prompts as long as allowed."""
+    rows, new_tokens = config.grpo.minibatch_size, config.rollout.max_new_tokens
+    prompt_cap = config.rollout.max_prompt_len or model_config.max_position_embeddings
+    prompt_len = config.rollout.max_prompt_len or 64  # without a cap, a short bucket: any length traces alike
+    completions = sampler.SampleResult(np.zeros((rows, new_tokens), np.int32), np.full(rows, new_tokens),
+                                       np.zeros((rows, new_tokens), np.float32), np.ones(rows, bool))
+    rollout = trainer.Rollout([{}] * rows, [[0] * prompt_len] * rows, completions, [""] * rows, {}, np.zeros(rows))
+    batch = trainer.training_batch(rollout, np.zeros(rows), mask_truncated=config.grpo.mask_truncated, pad_id=0,
+                                   prompt_bucket_cap=prompt_cap)
+    if config.grpo.beta > 0:  # the reference policy's log-probs, added by train_on
+        batch["ref_logp"] = batch["old_logp"]
+    return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding.batch_sharding(mesh, rules, v.ndim))
+            for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("path,variant", GRPO_CASES)
+def test_grpo_train_step_lowers_at_full_size_on_the_configured_mesh(path, variant, tmp_path):
+    config = _validated(path, variant, tmp_path)
+    model_config = runtime.model_config(config)
+    mesh, rules = _test_mesh(config.mesh), sharding.get_rules(config.mesh.rules)
+    optimizer, schedule = optim.make_optimizer(config.optimizer, config.steps)
+    state = _abstract_state(model_config, optimizer, mesh, rules)
+    batch = _abstract_minibatch(config, model_config, mesh, rules)
+    num_items = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec()))
+    train_step = trainer.make_train_step(model_config, config, optimizer, schedule,
+                                         jax.tree.map(lambda x: x.sharding, state))
+    with sharding.use_mesh(mesh, rules):
+        lowered = train_step.lower(state, batch, num_items)
+    new_state, metrics = lowered.out_info
+    assert jax.tree.map(lambda x: (x.shape, x.dtype), new_state) == jax.tree.map(lambda x: (x.shape, x.dtype), state)
+    assert {"loss", "grad_norm", "learning_rate"} <= set(metrics) and metrics["loss"].shape == ()
+
+
+MACHINE_CASES = [case for case in CASES if hasattr(_config_module(case.values[0]), "MACHINES")]
+
+
+@pytest.mark.parametrize("path,variant", MACHINE_CASES)
+def test_training_state_fits_in_half_the_memory_of_the_chosen_machine(path, variant, tmp_path):
+    """Weights, gradients and Adam's two moments (and a reference copy under a KL) per device, on the
+    machine's own mesh; the other half is for activations, logits and the sampler's KV cache."""
+    module = _config_module(path)
+    name, _ = config_lib.parse_variant(variant, machines=module.MACHINES, options=getattr(module, "OPTIONS", ()))
+    hardware = config_lib.HARDWARE[name]
+    config = _validated(path, variant, tmp_path)
+    assert {axis: config.mesh[axis] for axis in sharding.MESH_AXES} == dict(hardware.mesh)
+    assert math.prod(hardware.mesh.values()) == hardware.devices
+
+    model_config = runtime.model_config(config)
+    mesh = jax.sharding.AbstractMesh(tuple(hardware.mesh[a] for a in sharding.MESH_AXES), sharding.MESH_AXES)
+    shapes = model_lib.param_shapes(model_config)
+    shardings = sharding.param_shardings(model_lib.param_logical_axes(model_config), shapes, mesh,
+                                         sharding.get_rules(config.mesh.rules))
+    param_bytes = sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
+                      for s, x in zip(jax.tree.leaves(shardings), jax.tree.leaves(shapes)))
+    copies = 4 + (config.grpo.beta > 0)
+    assert copies * param_bytes < hardware.memory_gib * 2**30 / 2, (
+        f"{copies} x {param_bytes / 2**30:.1f} GiB of state per device on {name}")
