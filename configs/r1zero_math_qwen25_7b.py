@@ -57,6 +57,8 @@ def get_config(arg: str | None = None):
         beta=0.0,  # --beta 0: no reference model
         num_iterations=1,  # --num_ppo_epochs 1
         minibatch_size=128,  # --train_batch_size 128: 8 updates per step of 128 x 8 samples
+        # Gradient accumulation: full-vocabulary logits of 16 rows x 3000 tokens at a time, not 128.
+        microbatch_size=16,
         dynamic_sampling=False, mask_truncated=False)
     # The accuracy reward reads the <answer> block (or, failing that, the last \boxed{}); a small format
     # reward for the R1 tags, whose <think> the prompt already opened.

@@ -49,6 +49,8 @@ def get_config(arg: str | None = None):
         beta=0.001, kl_estimator="k3",  # use_kl_loss=True, kl_loss_coef=0.001, kl_loss_type=low_var_kl
         num_iterations=1,  # ppo_epochs=1
         minibatch_size=64 * 5,  # ppo_mini_batch_size=64 prompts x n=5: two updates per step
+        # Gradient accumulation (verl has its own micro batches): logits of 16 rows x 1024 tokens at a time.
+        microbatch_size=16,
         dynamic_sampling=False, mask_truncated=False)
     # TinyZero's reward_score/countdown.py: 1.0 for a correct equation, 0.1 for a well-formed wrong one
     # (r1jax.rewards.countdown's defaults). verl's entropy bonus (entropy_coeff=0.001) has no counterpart here.

@@ -95,6 +95,7 @@ def grpo_config() -> ml_collections.ConfigDict:
         importance_level="token",
         num_iterations=1,  # passes over each batch (mu)
         minibatch_size=64,  # rows per optimizer update
+        microbatch_size=0,  # rows per forward/backward pass, accumulated to a minibatch; 0: the minibatch
         dynamic_sampling=False,
         max_sampling_rounds=3,
         mask_truncated=False,
@@ -221,6 +222,10 @@ def _validate_grpo(config: ml_collections.ConfigDict, batch_ways: int) -> None:
     rows = r.prompts_per_step * r.group_size
     if g.minibatch_size <= 0 or rows % g.minibatch_size:
         _fail("grpo.minibatch_size", f"{g.minibatch_size} must divide prompts_per_step * group_size = {rows}")
+    if g.microbatch_size < 0 or (g.microbatch_size and (g.minibatch_size % g.microbatch_size
+                                                          or g.microbatch_size % batch_ways)):
+        _fail("grpo.microbatch_size", f"{g.microbatch_size} must divide minibatch_size={g.minibatch_size} and be a "
+                                      f"multiple of the {batch_ways} ways the mesh splits the batch (0: no split)")
     if g.minibatch_size % batch_ways:
         _fail("grpo.minibatch_size", f"{g.minibatch_size} is not a multiple of the {batch_ways} ways the mesh "
                                      f"splits the batch")

@@ -126,10 +126,6 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(family="qwen2", vocab_size=512, hidden_size=128, intermediate_size=384, num_layers=4,
                         num_heads=4, num_kv_heads=2, head_dim=32, qkv_bias=True, tie_embeddings=True,
                         max_position_embeddings=2048),
-    # The CPU Countdown demo's base model (character vocabulary): 0.2M parameters, fast on 2 cores.
-    "tiny-countdown": ModelConfig(family="qwen2", vocab_size=104, hidden_size=64, intermediate_size=192,
-                                  num_layers=4, num_heads=2, num_kv_heads=1, head_dim=32, qkv_bias=True,
-                                  tie_embeddings=True, max_position_embeddings=512),
     "tiny-llama": ModelConfig(family="llama", vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,
                               num_heads=4, num_kv_heads=2, head_dim=16, rope_theta=500_000.0, rms_norm_eps=1e-5,
                               rope_scaling=RopeScaling(8.0, 1.0, 4.0, 64), max_position_embeddings=1024),

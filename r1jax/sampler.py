@@ -175,7 +175,7 @@ def _min_p_keep(scaled: jax.Array, max_scaled: jax.Array, min_p: float) -> jax.A
 
 
 def prompt_bucket(length: int, cap: int) -> int:
-    """Padded prompt length: the next power of two (at least 8), at most `cap`."""
+    """Padded length of a batch of prompts (or completions): the next power of two (at least 8), at most `cap`."""
     return min(cap, max(_MIN_BUCKET, 1 << (length - 1).bit_length()))
 
 

@@ -8,6 +8,7 @@ import time
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from r1jax import hf, sampler, sft
@@ -40,8 +41,44 @@ def test_trainer_recomputes_the_sampler_logprobs_exactly():
     logp, entropy = trainer.completion_logprobs(config, params, batch, 0.7, with_entropy=True)
     mask = batch["mask"] > 0
     assert mask.sum() > 12
-    assert np.abs(np.asarray(logp)[mask] - completions.logprobs[mask]).max() <= 1e-5
+    assert np.abs(np.asarray(logp)[mask] - completions.logprobs[:, :mask.shape[1]][mask]).max() <= 1e-5
+    assert mask.sum() == completions.lengths.sum()  # the trimmed columns held no completion token
     assert np.all(np.asarray(entropy) >= 0)
+
+
+# grpo averages its microbatch losses, token_mean (as dapo) sums them: both accumulation paths.
+@pytest.mark.parametrize("loss_type", ["grpo", "token_mean"])
+def test_microbatches_accumulate_to_the_whole_minibatch_update(loss_type):
+    from r1jax.config import grpo_config
+
+    model_config = model_lib.get_model_config("tiny-qwen3")
+    params = model_lib.init_params(model_config, jax.random.key(0))
+    rng = np.random.default_rng(0)
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12], [15], [3, 4]] * 2
+    lengths = rng.integers(1, 11, 8)
+    completions = sampler.SampleResult(tokens=rng.integers(4, 200, (8, 10)).astype(np.int32), lengths=lengths,
+                                       logprobs=rng.uniform(-5, -1, (8, 10)).astype(np.float32),
+                                       finished=lengths < 10)
+    rollout = trainer.Rollout([{}] * 8, prompts, completions, [""] * 8, {}, np.zeros(8))
+    advantages = rng.normal(size=8).astype(np.float32)
+    batch = trainer.training_batch(rollout, advantages, mask_truncated=False, pad_id=0, prompt_bucket_cap=64)
+    num_items = np.float32(batch["mask"].sum())
+
+    results = []
+    for microbatch_size in (0, 2):
+        config = grpo_config()
+        config.grpo.update(loss_type=loss_type, microbatch_size=microbatch_size)
+        optimizer = optax.sgd(1.0)  # the update is the gradient itself, compared without Adam's rescaling
+        state = dict(params=jax.tree.map(np.copy, params), opt_state=optimizer.init(params), step=np.int32(0),
+                     rng=jax.random.key(0))
+        step = trainer.make_train_step(model_config, config, optimizer, optax.constant_schedule(1.0), None)
+        new_state, metrics = step(state, batch, num_items)
+        results.append((jax.device_get(new_state["params"]), float(metrics["loss"]), float(metrics["grad_norm"])))
+    (whole, whole_loss, whole_norm), (accumulated, accumulated_loss, accumulated_norm) = results
+    assert whole_norm > 0
+    np.testing.assert_allclose(accumulated_loss, whole_loss, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(accumulated_norm, whole_norm, rtol=1e-4)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), accumulated, whole)
 
 
 SMOKE_OVERRIDES = ("--config.grpo.dynamic_sampling=True", "--config.grpo.max_sampling_rounds=2",

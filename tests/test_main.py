@@ -57,10 +57,10 @@ def test_checkpoint_without_config_json_is_rejected(tmp_path):
 
 
 def test_pretraining_and_a_checkpoint_exclude_each_other(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps(hf.config_to_hf(model_lib.MODEL_CONFIGS["tiny-countdown"])))
+    (tmp_path / "config.json").write_text(json.dumps(hf.config_to_hf(model_lib.MODEL_CONFIGS["tiny"])))
     with pytest.raises(ConfigError, match="^config.pretrain.steps: .*model.checkpoint"):
-        validate(_config_with("countdown_tiny.py", model__checkpoint=str(tmp_path)), known_modes=main.MODES,
-                 num_devices=8)
+        validate(_config_with("countdown_tiny.py", model__checkpoint=str(tmp_path), model__vocab_size=0),
+                 known_modes=main.MODES, num_devices=8)
 
 
 def _run_cli(*args, cwd):

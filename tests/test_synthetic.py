@@ -1,4 +1,4 @@
-"""Synthetic Countdown traces: well-formed attempts, an answer among them, rewards that match.
+"""Synthetic Countdown traces: well-formed distinct attempts, the last one the answer, rewards that match.
 
 Values are checked with this file's own evaluator (Python's `ast` + exact fractions), independent
 of both the generator's arithmetic and the reward's parser.
@@ -67,7 +67,7 @@ def test_traces_are_well_formed_and_scored_by_their_answer(style):
             assert len(steps) == (operations if style == "chain" else 1), attempt
             assert all(_evaluate(step)[0] == value for step in steps), attempt
             expressions.append(expression)
-        assert answer in expressions
+        assert answer == expressions[-1] and len(set(expressions)) == len(expressions)
         hit = _evaluate(answer)[0] == target
         hits += hit
         assert countdown_reward.score(completion, nums, target) == (1.0 if hit else 0.1)

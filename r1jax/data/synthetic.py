@@ -1,15 +1,16 @@
-"""Synthetic pretraining text for a tiny Countdown base model: format and arithmetic, no skill at choosing.
+"""Synthetic pretraining text for a tiny Countdown base model: format and arithmetic, no judgement.
 
-A trace is the completion that follows `prompts.compact_prompt`: a few attempts, each a random
-equation over ALL the problem's numbers written with its value, then one attempt picked uniformly
-at random (whether or not it hits the target) as the answer:
+A trace is the completion that follows `prompts.compact_prompt`: a few distinct attempts, each a
+random equation over ALL the problem's numbers written with its value, and the last attempt as the
+answer, whether or not it hits the target. The number of attempts is drawn before any is made, so
+the trace stops after a miss as readily as after a hit:
 
     Numbers: 12 7 3. Target: 16.\n<think>   <- prompt
-    (12+7)*3=57, 12+7-3=16</think>\n<answer>(12+7)*3</answer><|endoftext|>   <- 'inline' completion
+    12+7-3=16, (12+7)*3=57</think>\n<answer>(12+7)*3</answer><|endoftext|>   <- 'inline' completion
 
-A model pretrained on this knows the format and (ideally) the arithmetic but answers at random, so
-its accuracy is low while a policy that answers with the attempt that hits the target, or tries more
-attempts, scores much higher: the headroom GRPO is meant to find.
+A model pretrained on this can compute attempts and write the format, but ends its search at random.
+The policy that keeps trying until an attempt's value equals the target and then answers it (checking
+its own work) scores far higher: the headroom GRPO is meant to find.
 
 Attempts follow the Countdown game's rules, as `r1jax.data.countdown` does when it makes problems:
 every intermediate value is a positive integer (subtraction takes the smaller from the larger,
@@ -34,6 +35,7 @@ from r1jax.data.prompts import compact_prompt
 TraceStyle = Literal["inline", "chain"]
 STYLES: tuple[TraceStyle, ...] = ("inline", "chain")
 ATTEMPT_SEPARATOR = ", "
+_DRAWS_PER_ATTEMPT = 20  # random draws allowed per distinct attempt before a trace settles for fewer
 
 # An expression: a number, or (operator, left, right).
 Expression = int | tuple[str, "Expression", "Expression"]
@@ -124,16 +126,23 @@ def attempt_text(expression: Expression, style: TraceStyle) -> str:
 
 def countdown_trace(rng: random.Random, example: CountdownExample, *, min_attempts: int = 1, max_attempts: int = 4,
                     style: TraceStyle = "inline", max_value: int | None = None) -> str:
-    """The completion after the compact prompt: attempts, then a uniformly chosen one as the answer, then EOS."""
+    """The completion after the compact prompt: distinct attempts, the last one as the answer, then EOS.
+
+    Fewer than the drawn number of attempts are written when the problem has no more distinct ones.
+    """
     if not 1 <= min_attempts <= max_attempts:
         raise ValueError(f"need 1 <= min_attempts <= max_attempts, got {min_attempts}, {max_attempts}")
     if style not in STYLES:
         raise ValueError(f"unknown trace style {style!r}; expected one of {STYLES}")
     count = rng.randint(min_attempts, max_attempts)
-    attempts = [random_expression(rng, example["nums"], max_value) for _ in range(count)]
-    thinking = ATTEMPT_SEPARATOR.join(attempt_text(a, style) for a in attempts)
-    answer = render(rng.choice(attempts))
-    return f"{thinking}</think>\n<answer>{answer}</answer>{EOS}"
+    attempts: dict[str, Expression] = {}  # by rendered text, in order
+    for _ in range(_DRAWS_PER_ATTEMPT * count):
+        expression = random_expression(rng, example["nums"], max_value)
+        attempts.setdefault(render(expression), expression)
+        if len(attempts) == count:
+            break
+    thinking = ATTEMPT_SEPARATOR.join(attempt_text(a, style) for a in attempts.values())
+    return f"{thinking}</think>\n<answer>{list(attempts)[-1]}</answer>{EOS}"
 
 
 def arithmetic_facts(count: int, *, max_number: int, max_value: int, seed: int = 0) -> list[tuple[str, str]]:

@@ -89,7 +89,9 @@ def training_batch(rollout: Rollout, advantages_B: np.ndarray, *, mask_truncated
                    prompt_bucket_cap: int) -> dict[str, np.ndarray]:
     """Prompt (left-padded to a bucket) + completion rows, with the masks and positions the sampler used."""
     c = rollout.completions
-    B, N = c.tokens.shape
+    B = c.tokens.shape[0]
+    # Columns past the longest completion are all padding: train on a bucket that covers it (few shapes).
+    N = sampler.prompt_bucket(int(c.lengths.max()), c.tokens.shape[1])
     P = sampler.prompt_bucket(max(len(p) for p in rollout.prompt_tokens), prompt_bucket_cap)
     tokens = np.full((B, P + N), pad_id, np.int32)
     positions = np.zeros((B, P + N), np.int32)
@@ -97,14 +99,14 @@ def training_batch(rollout: Rollout, advantages_B: np.ndarray, *, mask_truncated
     for row, prompt in enumerate(rollout.prompt_tokens):
         start = P - len(prompt)
         tokens[row, start:P] = prompt
-        tokens[row, P:] = c.tokens[row]
+        tokens[row, P:] = c.tokens[row, :N]
         positions[row, start:] = np.arange(P + N - start)
         segment_ids[row, start:] = 1
     mask = (np.arange(N)[None, :] < c.lengths[:, None]).astype(np.float32)
     if mask_truncated:
         mask *= c.finished[:, None]
     return dict(tokens=tokens, positions=positions, segment_ids=segment_ids, mask=mask,
-                old_logp=c.logprobs.astype(np.float32), advantages=advantages_B.astype(np.float32))
+                old_logp=c.logprobs[:, :N].astype(np.float32), advantages=advantages_B.astype(np.float32))
 
 
 def completion_logprobs(model_config: model_lib.ModelConfig, params, batch: Mapping[str, jax.Array],
@@ -126,18 +128,46 @@ def make_train_step(model_config: model_lib.ModelConfig, config: ml_collections.
     """The jitted update `(state, minibatch, num_items) -> (state, metrics)`; the state is donated and
     stays on `state_shardings`."""
     g = config.grpo
+    # With num_items the minibatch's token count, token_mean is dapo's sum over that count, which
+    # stays exact when the minibatch is split into microbatches whose losses are summed.
+    loss_type = "dapo" if g.loss_type == "token_mean" else g.loss_type
+    sums_over_microbatches = loss_type == "dapo"  # grpo and dr_grpo normalise per call: average instead
 
     def loss_fn(params, batch, num_items):
         logp, entropy = completion_logprobs(model_config, params, batch, config.rollout.temperature,
                                             with_entropy=True)
         return grpo.grpo_loss(
             logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"], batch["mask"],
-            loss_type=g.loss_type, epsilon_low=g.epsilon_low, epsilon_high=g.epsilon_high, beta=g.beta,
+            loss_type=loss_type, epsilon_low=g.epsilon_low, epsilon_high=g.epsilon_high, beta=g.beta,
             kl_estimator=g.kl_estimator, max_len=config.rollout.max_new_tokens, importance_level=g.importance_level,
             num_items_in_batch=num_items, entropy_BxT=entropy)
 
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def accumulated_grad(params, batch, num_items):
+        """grad_fn over `grpo.microbatch_size`-row slices in a scan: activations of one slice at a time."""
+        rows = batch["advantages"].shape[0]
+        micro = g.microbatch_size or rows
+        if micro >= rows:
+            return grad_fn(params, batch, num_items)
+        count = rows // micro
+        # Microbatch i takes rows i, i + count, ...: each keeps an even share of every data shard.
+        microbatches = jax.tree.map(lambda x: x.reshape(micro, count, *x.shape[1:]).swapaxes(0, 1), batch)
+
+        def add(total, microbatch):
+            return jax.tree.map(jnp.add, total, grad_fn(params, microbatch, num_items)), None
+
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(
+            grad_fn, params, jax.tree.map(lambda x: x[0], microbatches), num_items))
+        total, _ = jax.lax.scan(add, zeros, microbatches)
+        (loss, metrics), grads = total
+        metrics = jax.tree.map(lambda m: m / count, metrics)  # token means of equal slices: their average
+        if not sums_over_microbatches:
+            loss, grads = loss / count, jax.tree.map(lambda x: x / count, grads)
+        return (loss, metrics), grads
+
     def train_step(state: State, batch: Mapping[str, jax.Array], num_items: jax.Array):
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, num_items)
+        (loss, metrics), grads = accumulated_grad(state["params"], batch, num_items)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state["step"]))
