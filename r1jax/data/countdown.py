@@ -19,7 +19,10 @@ Storage is ArrayRecord, read back through `tfds` data sources: no TensorFlow nee
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import logging
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -139,8 +142,20 @@ def build(config: CountdownConfig = DEFAULT_CONFIG, *, data_dir: str | os.PathLi
     # The class, not tfds.builder("countdown"): a name lookup that misses falls through to the
     # community-dataset index on GCS, which needs TensorFlow and network.
     builder = Countdown(config=config, data_dir=os.fspath(data_dir), file_format="array_record")
-    builder.download_and_prepare()
+    # TFDS prints download sizes ("Unknown size") for a dataset generated locally: noise in a run's log.
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare()
     return builder
+
+
+class _WithoutCustomConfigNotice(logging.Filter):
+    """Drops TFDS's warning that a builder config is not predefined: every Countdown config is custom."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Using custom data configuration")
+
+
+logging.getLogger("absl").addFilter(_WithoutCustomConfigNotice())
 
 
 class CountdownSource:
