@@ -15,9 +15,9 @@ and measure:
 
 Each call appends a JSON row to `--results` and prints the table of every row there.
 
-    python tools/study_tiny_base.py                      # the recommended setting (~4 min on a loaded 2-core CPU)
-    python tools/study_tiny_base.py --style chain --max-new-tokens 160
-    python tools/study_tiny_base.py --hidden 128 --steps 200
+    python tools/study_tiny_base.py         # configs/countdown_tiny.py's base (~9 min on a 2-core CPU)
+    python tools/study_tiny_base.py --hidden 64 --min-count 3 --max-count 3 --max-number 20 --max-target 50 \
+        --style chain --max-new-tokens 128  # a 0.2M model on three numbers: its arithmetic fails
     python tools/study_tiny_base.py --table        # only print the table
 """
 
@@ -49,20 +49,20 @@ _LAYOUT = re.compile(r"(?P<think>.*)</think>\n<answer>(?P<answer>.*)</answer>(<\
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden", type=int, default=64, help="hidden size; heads of 32 dims, MLP 3x")
+    parser.add_argument("--hidden", type=int, default=128, help="hidden size; heads of 32 dims, MLP 3x")
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=700)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=8, help="packed rows per step")
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--style", choices=synthetic.STYLES, default="inline")
     parser.add_argument("--min-count", type=int, default=2)
-    parser.add_argument("--max-count", type=int, default=3)
-    parser.add_argument("--max-number", type=int, default=20)
-    parser.add_argument("--max-target", type=int, default=50)
+    parser.add_argument("--max-count", type=int, default=2)
+    parser.add_argument("--max-number", type=int, default=99)
+    parser.add_argument("--max-target", type=int, default=100)
     parser.add_argument("--max-attempts", type=int, default=4)
-    parser.add_argument("--max-value", type=int, default=None, help="bound on every intermediate value of an attempt")
-    parser.add_argument("--arithmetic-facts", type=int, default=0,
+    parser.add_argument("--max-value", type=int, default=100, help="bound on every intermediate value of an attempt")
+    parser.add_argument("--arithmetic-facts", type=int, default=100_000,
                         help="single-operation drills mixed into the corpus (needs --max-value)")
     parser.add_argument("--train-size", type=int, default=4096)
     parser.add_argument("--traces-per-example", type=int, default=4)
