@@ -57,6 +57,24 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
+def countdown_data_config() -> ml_collections.ConfigDict:
+    """Knobs of the generated Countdown problems (`r1jax.data.countdown.CountdownConfig`)."""
+    return ml_collections.ConfigDict(dict(min_count=3, max_count=4, min_number=1, max_number=99, min_target=1,
+                                          max_target=100, train_size=32768, test_size=1024, seed=0))
+
+
+def task_data_config() -> ml_collections.ConfigDict:
+    """The `data` section of the modes that prompt with a task of `r1jax.data.tasks` (grpo, distill)."""
+    return ml_collections.ConfigDict(dict(
+        name="countdown",
+        data_dir="",  # default: <workdir>/data
+        template="base",  # r1jax.data.prompts.TASK_TEMPLATES[name]
+        countdown=countdown_data_config(),
+        # name='math': JSONL files, one problem a line; without `answer_key`, the last \boxed{} of `solution`.
+        math=dict(train_file="", test_file="", question_key="problem", answer_key="answer"),
+    ))
+
+
 def grpo_config() -> ml_collections.ConfigDict:
     """Defaults of `mode: grpo` (TinyZero-like Countdown); config files override what they change."""
     config = base_config()
@@ -65,15 +83,7 @@ def grpo_config() -> ml_collections.ConfigDict:
     # character-level tokenizer for tiny models trained from scratch (r1jax.data.char_tokenizer).
     config.tokenizer = ""
     config.steps = 100
-    config.data = ml_collections.ConfigDict(dict(
-        name="countdown",
-        data_dir="",  # default: <workdir>/data
-        template="base",  # r1jax.data.prompts.TASK_TEMPLATES[name]
-        countdown=dict(min_count=3, max_count=4, min_number=1, max_number=99, min_target=1, max_target=100,
-                       train_size=32768, test_size=1024, seed=0),
-        # name='math': JSONL files, one problem a line; without `answer_key`, the last \boxed{} of `solution`.
-        math=dict(train_file="", test_file="", question_key="problem", answer_key="answer"),
-    ))
+    config.data = task_data_config()
     config.rollout = ml_collections.ConfigDict(dict(
         prompts_per_step=8,
         group_size=8,
@@ -109,6 +119,76 @@ def grpo_config() -> ml_collections.ConfigDict:
     config.checkpoint_every = 10
     config.keep_checkpoints = 3
     config.log_samples_every = 10
+    return config
+
+
+def sft_config() -> ml_collections.ConfigDict:
+    """Defaults of `mode: sft` (r1jax/sft.py); config files override what they change."""
+    config = base_config()
+    config.mode = "sft"
+    config.tokenizer = ""  # as in grpo_config
+    config.steps = 1000
+    config.batch_size = 32  # packed rows per optimizer step
+    config.data = ml_collections.ConfigDict(dict(
+        # JSON lines (or .array_record of JSON objects): {"messages": [{"role", "content"}, ...]} or
+        # {"prompt", "completion"} per record; other fields are ignored.
+        train_file="",
+        eval_file="",  # held-out records of the same layout; or hold out `eval_size` records of train_file
+        eval_size=0,
+        chat_template=False,  # prompt/completion records as a user and an assistant turn of the chat template
+        add_eos=True,  # end plain completions with the tokenizer's EOS (unless they end with one)
+        drop_overlong=False,  # skip records longer than sft.seq_len instead of stopping with an error
+        # 'journey' or 'shortcut': Countdown SFT data built in the run (r1jax.data.journey) from the problems
+        # of `countdown` (train split; its test split is held out), instead of train_file.
+        synthetic="",
+        countdown=countdown_data_config(),
+        # Wrong attempts per journey, drawn uniformly. With min_wrong >= 1 every first attempt is wrong, and
+        # a student learns to reject its first attempt whatever its value (seen with the tiny model).
+        journey=dict(min_wrong=0, max_wrong=3, style="inline", max_value=100, traces_per_example=1),
+    ))
+    config.sft = ml_collections.ConfigDict(dict(
+        seq_len=1024,  # tokens per packed row
+        microbatch_size=0,  # rows per forward/backward pass, accumulated to batch_size; 0: the whole batch
+        teacher_checkpoint="",  # a Hugging Face model directory with the student's tokenizer: logit distillation
+        kl_weight=0.0,  # weight of the forward KL to the teacher, added to the NLL
+    ))
+    config.eval = ml_collections.ConfigDict(dict(every=100))  # held-out loss every this many steps; 0: never
+    config.optimizer = optim.optimizer_config(learning_rate=1e-5, schedule="cosine", warmup_steps=10)
+    config.log_every = 10
+    config.checkpoint_every = 100
+    config.keep_checkpoints = 3
+    return config
+
+
+def distill_config() -> ml_collections.ConfigDict:
+    """Defaults of `mode: distill` (r1jax/distill.py): the teacher is `model`."""
+    config = base_config()
+    config.mode = "distill"
+    config.tokenizer = ""
+    config.data = task_data_config()
+    config.split = "train"  # the task split whose prompts are sampled
+    config.num_prompts = 0  # the first this many problems of the split; 0: all
+    config.prompt_batch_size = 64  # prompts per sampler call
+    config.sampling = ml_collections.ConfigDict(dict(
+        num_samples=4,  # k samples per prompt
+        max_new_tokens=1024,
+        max_prompt_len=0,  # 0: the model's positions minus max_new_tokens
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        min_p=0.0,
+        stop_strings=("</answer>",),
+    ))
+    # The verifier: every reward is computed and recorded; a sample is correct when the score of
+    # `accuracy_reward` is at least `accuracy_threshold`.
+    config.rewards = [dict(name="countdown", weight=1.0)]
+    config.accuracy_reward = "countdown"
+    config.accuracy_threshold = 1.0
+    config.keep = "all"  # correct samples kept per prompt: 'all', 'first' or 'shortest'
+    # Another model's outputs to verify instead of sampling: JSON lines with `prompt_id` (an index into
+    # `split`) and `completion`, optionally `prompt`, `sample` and `teacher`.
+    config.traces_file = ""
+    config.output_file = "distill.jsonl"  # under the workdir; records `mode: sft` reads as they are
     return config
 
 
@@ -165,6 +245,11 @@ def validate(config: ml_collections.ConfigDict, *, known_modes: Iterable[str], n
     mode = config.get("mode", "")
     if mode not in known_modes:
         _fail("mode", f"{mode!r} is not a mode; set --config.mode to one of {', '.join(known_modes)}")
+    if mode == "pipeline":  # its stages are validated as they start: they may read earlier stages' output
+        from r1jax.pipeline import validate_config  # lazily: pipeline imports this module
+
+        validate_config(config)
+        return
     _validate_model(config.model)
     try:
         mesh_shape = sharding.resolve_mesh_shape(dict(config.mesh), num_devices)
@@ -190,6 +275,18 @@ def validate(config: ml_collections.ConfigDict, *, known_modes: Iterable[str], n
         from r1jax.generate import validate_config  # lazily: generate imports this module
 
         validate_config(config)
+    elif mode == "sft":
+        from r1jax.sft import validate_config  # lazily: sft imports this module (from its functions)
+
+        validate_config(config, batch_ways)
+    elif mode == "distill":
+        from r1jax.distill import validate_config  # lazily: distill imports this module
+
+        validate_config(config)
+    elif mode == "evaluate":
+        from r1jax.evaluate_mode import validate_config  # lazily: evaluate_mode imports this module
+
+        validate_config(config)
 
 
 def validate_tokenizer(config: ml_collections.ConfigDict) -> None:
@@ -201,19 +298,10 @@ def validate_tokenizer(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_grpo(config: ml_collections.ConfigDict, batch_ways: int) -> None:
-    from r1jax.data import prompts, tasks
-    from r1jax.rewards import registry
     from r1jax.rl import grpo
 
     validate_tokenizer(config)
-    if config.data.name not in tasks.TASKS:
-        _fail("data.name", f"{config.data.name!r} is not one of {', '.join(tasks.TASKS)}")
-    templates = prompts.TASK_TEMPLATES[config.data.name]
-    if config.data.template not in templates:
-        _fail("data.template", f"{config.data.template!r} is not one of {', '.join(templates)} "
-                               f"(the {config.data.name} task's templates)")
-    if config.data.name == "math":
-        _validate_math_data(config.data.math)
+    validate_task_data(config)
     r, g = config.rollout, config.grpo
     if r.group_size < 2:
         _fail("rollout.group_size", f"{r.group_size} must be at least 2: advantages compare samples of one prompt")
@@ -235,6 +323,28 @@ def _validate_grpo(config: ml_collections.ConfigDict, batch_ways: int) -> None:
                                 ("importance_level", g.importance_level, grpo.IMPORTANCE_LEVELS)):
         if value not in options:
             _fail(f"grpo.{key}", f"{value!r} is not one of {', '.join(options)}")
+    validate_rewards(config)
+    _validate_pretrain(config)
+
+
+def validate_task_data(config: ml_collections.ConfigDict) -> None:
+    """`config.data` as `task_data_config` lays it out."""
+    from r1jax.data import prompts, tasks
+
+    if config.data.name not in tasks.TASKS:
+        _fail("data.name", f"{config.data.name!r} is not one of {', '.join(tasks.TASKS)}")
+    templates = prompts.TASK_TEMPLATES[config.data.name]
+    if config.data.template not in templates:
+        _fail("data.template", f"{config.data.template!r} is not one of {', '.join(templates)} "
+                               f"(the {config.data.name} task's templates)")
+    if config.data.name == "math":
+        _validate_math_data(config.data.math)
+
+
+def validate_rewards(config: ml_collections.ConfigDict) -> None:
+    """`config.rewards` (registry entries) and `config.accuracy_reward`, one of their keys."""
+    from r1jax.rewards import registry
+
     if not config.rewards:
         _fail("rewards", "is empty; list at least one reward, e.g. [dict(name='countdown', weight=1.0)]")
     keys = []
@@ -247,7 +357,6 @@ def _validate_grpo(config: ml_collections.ConfigDict, batch_ways: int) -> None:
         keys.append(spec.log_key)
     if config.accuracy_reward not in keys:
         _fail("accuracy_reward", f"{config.accuracy_reward!r} is not one of the reward keys {keys}")
-    _validate_pretrain(config)
 
 
 def _validate_pretrain(config: ml_collections.ConfigDict) -> None:

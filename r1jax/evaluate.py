@@ -21,9 +21,15 @@ Same answer (what votes together), per task (`AnswerRule`):
 
 Ties are broken by sample order, so results are deterministic: a vote tie goes to the answer written
 first, a best-of-N tie to the earliest sample.
+
+Scaling curves (`best_of_n_at`, `majority_vote_at`, with `pass_at_k_array` for pass@k): from n samples
+per question drawn once, the accuracy of each method with N <= n samples, averaged over N-subsets of
+them (exactly for pass@k and best-of-N, over every or many random subsets for the vote), so a whole
+curve costs one sampling pass.
 """
 from __future__ import annotations
 
+import itertools
 import math as _math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -108,25 +114,34 @@ MATH_ANSWERS = AnswerRule(math_reward.extract_answer, same_math_answer)
 COUNTDOWN_ANSWERS = AnswerRule(countdown.extract_equation, same_countdown_equation)
 
 
+def answer_clusters(answers: Sequence[str | None], same: Callable[[str, str], bool]) -> list[int]:
+    """The cluster of each answer: ids in order of first appearance, -1 for an unreadable one (None or "").
+
+    An answer joins the first cluster whose first answer it matches, so the result depends only on
+    the order of the answers.
+    """
+    firsts: list[int] = []  # index of each cluster's first answer
+    ids = []
+    for index, answer in enumerate(answers):
+        if not answer:
+            ids.append(-1)
+            continue
+        cluster = next((c for c, first in enumerate(firsts) if same(answer, answers[first])), len(firsts))
+        if cluster == len(firsts):
+            firsts.append(index)
+        ids.append(cluster)
+    return ids
+
+
 def _vote(answers: Sequence[str | None], same: Callable[[str, str], bool]) -> tuple[int, int]:
     """(index of the winning cluster's first answer, its votes); (-1, 0) when no answer is readable."""
-    # Each cluster is (index of its first answer, votes); a new answer joins the first cluster whose
-    # first answer it matches, so the result depends only on the order of the answers.
-    clusters: list[list[int]] = []
-    for index, answer in enumerate(answers):
-        if not answer:  # None or "" (an empty answer block) is unreadable: no vote
-            continue
-        for cluster in clusters:
-            if same(answer, answers[cluster[0]]):
-                cluster[1] += 1
-                break
-        else:
-            clusters.append([index, 1])
-    if not clusters:
+    ids = answer_clusters(answers, same)
+    readable = [cluster for cluster in ids if cluster >= 0]
+    if not readable:
         return -1, 0
-    # max() keeps the first maximum: ties go to the answer that appeared first.
-    first_index, votes = max(clusters, key=lambda cluster: cluster[1])
-    return first_index, votes
+    votes = np.bincount(readable)
+    winner = int(np.argmax(votes))  # the first maximum: ties go to the answer that appeared first
+    return ids.index(winner), int(votes[winner])
 
 
 def majority_vote(answers: Sequence[str | None],
@@ -195,3 +210,92 @@ def best_of_n(samples: Sequence[ScoredSample], rank_by: Callable[[str], float | 
     _require_samples(samples)
     chosen = best_of_n_index([rank_by(completion) for completion, _ in samples])
     return float(is_correct(samples[chosen][1], correct_score))
+
+
+# ---------------------------------------------------------------------------------------------
+# Scaling curves: every N up to n from one set of n samples per question
+#
+# Arrays hold Q questions x n samples, sample j of question q drawn j-th. The accuracy at N is the
+# expectation over N-subsets of the samples drawn uniformly without replacement (each subset keeping
+# the samples' order): an unbiased estimate of the accuracy with N fresh samples, from one sampling pass.
+
+
+def sample_sizes(num_samples: int) -> list[int]:
+    """N = 1, 2, 4, ... up to `num_samples`, and `num_samples` itself."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples={num_samples} must be >= 1")
+    sizes = [1 << i for i in range(num_samples.bit_length()) if 1 << i <= num_samples]
+    return sizes if sizes[-1] == num_samples else [*sizes, num_samples]
+
+
+def _check_curve_inputs(correct_QxN: np.ndarray, other_QxN: np.ndarray, k: int) -> None:
+    if correct_QxN.ndim != 2 or correct_QxN.shape != other_QxN.shape or correct_QxN.size == 0:
+        raise ValueError(f"need two non-empty arrays of the same [questions, samples] shape, got "
+                         f"{correct_QxN.shape} and {other_QxN.shape}")
+    if not 1 <= k <= correct_QxN.shape[1]:
+        raise ValueError(f"N={k} must be in [1, {correct_QxN.shape[1]}] (the samples per question)")
+
+
+def best_of_n_at(correct_QxN: npt.ArrayLike, ranking_QxN: npt.ArrayLike, k: int) -> float:
+    """Mean over questions of `best_of_n`'s correctness, averaged exactly over every k-subset of the samples.
+
+    `ranking_QxN` ranks as `best_of_n_index` does (NaN below every number, ties to the earlier sample),
+    which makes the ranking a total order: sample i is chosen by exactly the subsets that hold it and
+    k - 1 of the r_i samples ranked below it, C(r_i, k - 1) of the C(n, k) subsets.
+    """
+    correct = np.asarray(correct_QxN, bool)
+    ranking = np.asarray(ranking_QxN, np.float64)
+    _check_curve_inputs(correct, ranking, k)
+    n = correct.shape[1]
+    usable = ~np.isnan(ranking)
+    # lexsort's last key sorts first: ascending (usable, score, later index first), so the best is last.
+    later_first = np.broadcast_to(-np.arange(n), ranking.shape)
+    order_QxN = np.lexsort((later_first, np.where(usable, ranking, 0.0), usable), axis=-1)
+    rank_QxN = np.empty_like(order_QxN)
+    np.put_along_axis(rank_QxN, order_QxN, np.arange(n), axis=-1)  # samples ranked below each one
+    chosen_R = np.array([_math.comb(r, k - 1) / _math.comb(n, k) for r in range(n)])
+    return float(np.mean(np.sum(correct * chosen_R[rank_QxN], axis=-1)))
+
+
+def _subsets(n: int, k: int, num_subsets: int, rng: np.random.Generator) -> np.ndarray:
+    """`subsets_RxK`: every k-subset of range(n) if there are at most `num_subsets`, else that many random ones."""
+    if _math.comb(n, k) <= num_subsets:
+        return np.array(list(itertools.combinations(range(n), k)), np.int64).reshape(-1, k)
+    return np.sort(np.argsort(rng.random((num_subsets, n)), axis=-1)[:, :k], axis=-1)
+
+
+def majority_vote_at(correct_QxN: npt.ArrayLike, clusters_QxN: npt.ArrayLike, k: int, *, num_subsets: int = 1000,
+                     seed: int = 0) -> float:
+    """Mean over questions of `cons_at_k`'s correctness on k-subsets of the samples.
+
+    `clusters_QxN` are the answers' `answer_clusters` over all n samples (-1: unreadable). The vote of a
+    subset is `cons_at_k`'s: most votes, ties to the cluster that appears first, judged by the
+    correctness of that cluster's first sample in the subset; no readable answer scores 0. Exact (every
+    subset) when C(n, k) <= `num_subsets`, else the mean over `num_subsets` uniformly random subsets,
+    shared by all questions: unbiased either way. For a rule whose `same` is transitive (Countdown's),
+    clusters of a subset are those of the whole set, so this is `cons_at_k` on every subset.
+    """
+    correct = np.asarray(correct_QxN, bool)
+    clusters = np.asarray(clusters_QxN, np.int64)
+    _check_curve_inputs(correct, clusters, k)
+    subsets_RxK = _subsets(correct.shape[1], k, num_subsets, np.random.default_rng(seed))
+    num_rows = len(subsets_RxK)
+    positions_RxK = np.broadcast_to(np.arange(k), subsets_RxK.shape)
+    scores = []
+    for correct_N, clusters_N in zip(correct, clusters):
+        width = int(clusters_N.max()) + 1
+        if width == 0:  # no readable answer at all
+            scores.append(0.0)
+            continue
+        ids_RxK = clusters_N[subsets_RxK]
+        readable = ids_RxK >= 0
+        # (row, cluster) pairs in row-major order: np.unique's first index is each pair's first position.
+        pairs, first, votes = np.unique((np.arange(num_rows)[:, None] * width + ids_RxK)[readable],
+                                        return_index=True, return_counts=True)
+        rows, first_position = pairs // width, positions_RxK[readable][first]
+        # Per row the winner: most votes, then the earliest first position.
+        order = np.lexsort((first_position, -votes, rows))
+        winners = order[np.r_[True, rows[order][1:] != rows[order][:-1]]]
+        chosen = subsets_RxK[rows[winners], first_position[winners]]
+        scores.append(correct_N[chosen].sum() / num_rows)  # rows without a readable answer add 0
+    return float(np.mean(scores))

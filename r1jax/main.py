@@ -14,12 +14,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-# mode -> module with `run(config, workdir)`; imported only when chosen.
-MODES = {
-    "grpo": "r1jax.rl.trainer",
-    "benchmark": "r1jax.benchmark",
-    "generate": "r1jax.generate",
-}
+from r1jax.modes import MODES
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally ':variant'.",
                                           lock_config=True)

@@ -411,7 +411,8 @@ def _init_unboxed(config: ModelConfig, key: jax.Array) -> Params:
 
 def init_params(config: ModelConfig, key: jax.Array, shardings: Params | None = None) -> Params:
     """Random parameters (HF's normal(0.02) init, unit norms), created directly on `shardings` if given."""
-    return jax.jit(functools.partial(_init_unboxed, config), out_shardings=shardings)(key)
+    # `config` static rather than bound in a partial: the compiled init is then reused by later calls.
+    return jax.jit(_init_unboxed, static_argnums=0, out_shardings=shardings)(config, key)
 
 
 @functools.lru_cache(maxsize=None)

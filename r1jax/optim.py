@@ -1,7 +1,13 @@
-"""Optimizer and learning-rate schedule from a config's `optimizer` section (shared by every trainer)."""
+"""Optimizer, learning-rate schedule (from a config's `optimizer` section) and gradient accumulation,
+shared by every trainer."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 from jax import tree_util
@@ -62,3 +68,29 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
 def decay_mask(params: Params) -> Params:
     """Which parameters get weight decay (exposed for tests and logging)."""
     return tree_util.tree_map_with_path(_decays, params)
+
+
+def sum_over_microbatches(fn: Callable[[Any], Any], batch: Any, microbatch_size: int) -> tuple[Any, int]:
+    """`(sum of fn(microbatch) over the microbatches of batch, their count)`: gradient accumulation.
+
+    `batch` is a pytree of arrays with rows on axis 0, `fn` returns any pytree of arrays (e.g. a
+    `value_and_grad` result). `microbatch_size` 0, or at least the row count, is one call. The slices run
+    in a `lax.scan`, so only one slice's activations are live. Slice i takes rows i, i + count, ...: each
+    keeps an even share of every data shard. A loss that is a sum over rows divided by a count fixed for
+    the whole batch sums exactly; one that averages per call needs dividing by the count.
+    """
+    rows = jax.tree.leaves(batch)[0].shape[0]
+    if not microbatch_size or microbatch_size >= rows:
+        return fn(batch), 1
+    if rows % microbatch_size:
+        raise ValueError(f"microbatch_size={microbatch_size} does not divide the batch's {rows} rows")
+    count = rows // microbatch_size
+    microbatches = jax.tree.map(lambda x: x.reshape(microbatch_size, count, *x.shape[1:]).swapaxes(0, 1), batch)
+
+    def add(total, microbatch):
+        return jax.tree.map(jnp.add, total, fn(microbatch)), None
+
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                         jax.eval_shape(fn, jax.tree.map(lambda x: x[0], microbatches)))
+    total, _ = jax.lax.scan(add, zeros, microbatches)
+    return total, count

@@ -19,12 +19,14 @@ def mesh_and_rules(config: ml_collections.ConfigDict) -> tuple[Mesh, sharding.Ru
     return sharding.make_mesh(axis_sizes), sharding.get_rules(config.mesh.rules)
 
 
-def model_config(config: ml_collections.ConfigDict) -> model_lib.ModelConfig:
-    """The architecture from `model.checkpoint`'s config.json or `model.name`, with the numerics of `model`."""
+def model_config(config: ml_collections.ConfigDict, checkpoint: str = "") -> model_lib.ModelConfig:
+    """The architecture from the config.json of `checkpoint`, else of `model.checkpoint`, else `model.name`,
+    with the numerics of `model`."""
     numerics = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype, remat=config.model.remat,
                     scan_layers=config.model.scan_layers, attention_impl=config.model.attention_impl)
-    if config.model.checkpoint:
-        return hf.load_config(config.model.checkpoint, **numerics)
+    checkpoint = checkpoint or config.model.checkpoint
+    if checkpoint:
+        return hf.load_config(checkpoint, **numerics)
     if config.model.vocab_size:
         numerics["vocab_size"] = config.model.vocab_size
     return model_lib.get_model_config(config.model.name, **numerics)

@@ -29,9 +29,10 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from r1jax import config as config_lib
-from r1jax import hf, main, optim, runtime, sampler, sharding
+from r1jax import hf, main, optim, pipeline, runtime, sampler, sharding
 from r1jax import model as model_lib
 from r1jax.config import ConfigError, load_config_file, validate
+from r1jax.data import benchmarks
 from r1jax.rl import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,26 +79,60 @@ def _stand_ins(config, tmp_path):
     if config.model.checkpoint and not os.path.isdir(config.model.checkpoint):
         assert config.model.name in model_lib.MODEL_CONFIGS, (
             "a config with a checkpoint placeholder names the checkpoint's architecture in model.name")
-        checkpoint = tmp_path / "checkpoint"
-        checkpoint.mkdir()
-        _write(checkpoint / "config.json", json.dumps(hf.config_to_hf(model_lib.MODEL_CONFIGS[config.model.name])))
-        stand_ins["model.checkpoint"] = str(checkpoint)
+        stand_ins["model.checkpoint"] = _checkpoint_stand_in(config, tmp_path)
     elif "tokenizer" in config and not config.tokenizer and not config.model.checkpoint:
         stand_ins["tokenizer"] = "char"
     if "prompts_file" in config and not os.path.isfile(config.prompts_file):
         stand_ins["prompts_file"] = _write(tmp_path / "prompts.txt", "2 + 2 =\n")
+    if config.mode == "evaluate" and config.data.name in benchmarks.BENCHMARKS:
+        benchmark = benchmarks.BENCHMARKS[config.data.name]
+        if not os.path.isfile(os.path.join(config.data.manual_dir, benchmark.file_name)):
+            manual_dir = tmp_path / "manual"
+            manual_dir.mkdir()
+            line = json.dumps({benchmark.question_keys[0]: "What is 2 + 2?", benchmark.answer_keys[0]: "#### 4"})
+            _write(manual_dir / benchmark.file_name, line + "\n")
+            stand_ins["data.manual_dir"] = str(manual_dir)
     if config.mode == "grpo" and config.data.name == "math":
         m = config.data.math
         for key in ("train_file", "test_file"):
             if not os.path.isfile(m[key]):
                 line = json.dumps({m.question_key: "What is 2 + 2?", m.answer_key: "4"})
                 stand_ins[f"data.math.{key}"] = _write(tmp_path / f"{key}.jsonl", line + "\n")
+    if config.mode == "sft":
+        if not config.data.synthetic and not os.path.isfile(config.data.train_file):
+            line = json.dumps({"prompt": "2 + 2 =", "completion": " 4"})
+            stand_ins["data.train_file"] = _write(tmp_path / "train.jsonl", line + "\n")
+        if config.sft.teacher_checkpoint and not os.path.isdir(config.sft.teacher_checkpoint):
+            stand_ins["sft.teacher_checkpoint"] = _checkpoint_stand_in(config, tmp_path)
     return stand_ins
 
 
+def _checkpoint_stand_in(config, tmp_path):
+    """A directory holding only the config.json of the architecture `model.name` names."""
+    checkpoint = tmp_path / "checkpoint"
+    if not checkpoint.exists():
+        checkpoint.mkdir()
+        _write(checkpoint / "config.json", json.dumps(hf.config_to_hf(model_lib.MODEL_CONFIGS[config.model.name])))
+    return str(checkpoint)
+
+
 def _validated(path, variant, tmp_path):
-    """The config with its placeholders replaced, each shown to fail validation on its own first."""
+    """The config with its placeholders replaced, each shown to fail validation on its own first. A
+    pipeline's stages are each validated so, with the earlier stages' workdirs standing in for their output."""
     config = _load(path, variant)
+    if config.mode == "pipeline":
+        validate(config, known_modes=main.MODES, num_devices=jax.device_count())
+        names = {**{key: str(value) for key, value in config.vars.items()},
+                 **{stage["name"]: str(tmp_path / stage["name"]) for stage in config.stages}}
+        for stage in config.stages:
+            stage_dir = tmp_path / stage["name"]
+            stage_dir.mkdir()
+            _with_stand_ins(pipeline.stage_config(stage, names), stage_dir)
+        return config
+    return _with_stand_ins(config, tmp_path)
+
+
+def _with_stand_ins(config, tmp_path):
     remaining = _stand_ins(config, tmp_path)
     while True:
         try:
@@ -185,7 +220,7 @@ def test_grpo_train_step_lowers_at_full_size_on_the_configured_mesh(path, varian
     train_step = trainer.make_train_step(model_config, config, optimizer, schedule,
                                          jax.tree.map(lambda x: x.sharding, state))
     with sharding.use_mesh(mesh, rules):
-        lowered = train_step.lower(state, batch, num_items)
+        lowered = train_step.lower(state, batch, num_items, num_items)
     new_state, metrics = lowered.out_info
     assert jax.tree.map(lambda x: (x.shape, x.dtype), new_state) == jax.tree.map(lambda x: (x.shape, x.dtype), state)
     assert {"loss", "grad_norm", "learning_rate"} <= set(metrics) and metrics["loss"].shape == ()

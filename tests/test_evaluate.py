@@ -179,6 +179,74 @@ def test_best_of_n_uses_the_ranking_not_the_answer_key():
 
 
 # ---------------------------------------------------------------------------------------------
+# Scaling curves from one set of samples
+
+
+def test_sample_sizes_are_powers_of_two_and_the_total():
+    assert evaluate.sample_sizes(1) == [1]
+    assert evaluate.sample_sizes(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert evaluate.sample_sizes(12) == [1, 2, 4, 8, 12]
+    with pytest.raises(ValueError):
+        evaluate.sample_sizes(0)
+
+
+def test_answer_clusters_number_answers_by_first_appearance():
+    answers = ["3", None, "1/2", "0.5", "", "3", "\\frac{1}{2}", "7"]
+    assert evaluate.answer_clusters(answers, evaluate.same_math_answer) == [0, -1, 1, 1, -1, 0, 1, 2]
+
+
+def _random_scripted_samples(rng, num_questions, n):
+    """Countdown-like answers (some equal up to whitespace, some unreadable), correctness by answer, and
+    rankings with ties, NaNs and -inf."""
+    pool = {"1+2": True, " 1 + 2": True, "2+1": True, "1*2": False, "2-1": False, None: False}
+    answers = [[list(pool)[i] for i in rng.integers(0, len(pool), n)] for _ in range(num_questions)]
+    correct_QxN = np.array([[pool[a] for a in row] for row in answers])
+    clusters_QxN = np.array([evaluate.answer_clusters(row, evaluate.same_countdown_equation) for row in answers])
+    ranking_QxN = rng.integers(0, 3, (num_questions, n)).astype(float)
+    ranking_QxN[rng.random(ranking_QxN.shape) < 0.2] = np.nan
+    ranking_QxN[rng.random(ranking_QxN.shape) < 0.1] = -np.inf
+    return answers, correct_QxN, clusters_QxN, ranking_QxN
+
+
+def test_curves_equal_the_mean_over_every_subset():
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        n = int(rng.integers(1, 8))
+        answers, correct_QxN, clusters_QxN, ranking_QxN = _random_scripted_samples(rng, 3, n)
+        for k in range(1, n + 1):
+            votes, best = [], []
+            for q in range(3):
+                samples = [(f"<answer>{a}</answer>" if a else "none", 1.0 if c else 0.0)
+                           for a, c in zip(answers[q], correct_QxN[q])]
+                subsets = list(itertools.combinations(range(n), k))
+                votes.append(np.mean([evaluate.cons_at_k([samples[i] for i in s], evaluate.COUNTDOWN_ANSWERS)
+                                      for s in subsets]))
+                ranking = [None if np.isnan(r) else r for r in ranking_QxN[q]]
+                best.append(np.mean([correct_QxN[q][s[evaluate.best_of_n_index([ranking[i] for i in s])]]
+                                     for s in subsets]))
+            assert evaluate.majority_vote_at(correct_QxN, clusters_QxN, k) == pytest.approx(np.mean(votes), abs=1e-12)
+            assert evaluate.best_of_n_at(correct_QxN, ranking_QxN, k) == pytest.approx(np.mean(best), abs=1e-12)
+
+
+def test_majority_vote_over_random_subsets_estimates_the_exact_mean():
+    _, correct_QxN, clusters_QxN, _ = _random_scripted_samples(np.random.default_rng(1), 20, 12)
+    exact = evaluate.majority_vote_at(correct_QxN, clusters_QxN, 6, num_subsets=math.comb(12, 6))
+    estimates = [evaluate.majority_vote_at(correct_QxN, clusters_QxN, 6, num_subsets=200, seed=seed)
+                 for seed in range(5)]
+    assert len(set(estimates)) > 1  # random subsets, not every one
+    assert np.mean(estimates) == pytest.approx(exact, abs=0.02)
+
+
+def test_curves_reject_bad_shapes_and_sizes():
+    correct_QxN = np.ones((2, 4), bool)
+    with pytest.raises(ValueError, match="N=5"):
+        evaluate.best_of_n_at(correct_QxN, np.zeros((2, 4)), 5)
+    with pytest.raises(ValueError, match="shape"):
+        evaluate.majority_vote_at(correct_QxN, np.zeros((2, 3), int), 1)
+    assert evaluate.majority_vote_at(correct_QxN, np.full((2, 4), -1), 2) == 0.0  # nothing readable
+
+
+# ---------------------------------------------------------------------------------------------
 # Budget forcing
 
 PROMPT_TEXT = prompts.compact_prompt([1, 2], 3)  # ends with "<think>"

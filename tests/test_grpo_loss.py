@@ -46,14 +46,16 @@ def reference_advantages(rewards, group_size, scale, eps=1e-6):
 
 
 def reference_loss(logp, old_logp, ref_logp, advantages, mask, *, loss_type, importance_level,
-                   kl_estimator, beta, max_len=None, num_items_in_batch=None, entropy=None):
+                   kl_estimator, beta, max_len=None, num_items_in_batch=None, num_sequences_in_batch=None,
+                   entropy=None):
     """Token-by-token float64 loss and metrics; padding entries are never read."""
-    batch_size, num_positions = mask.shape
-    lengths = [sum(1 for t in range(num_positions) if mask[i][t]) for i in range(batch_size)]
+    rows, num_positions = mask.shape
+    batch_size = num_sequences_in_batch or rows
+    lengths = [sum(1 for t in range(num_positions) if mask[i][t]) for i in range(rows)]
     total_tokens = sum(lengths)
     loss = 0.0
     sums = dict(clip_fraction_low=0.0, clip_fraction_high=0.0, ratio_mean=0.0, kl=0.0, entropy=0.0)
-    for i in range(batch_size):
+    for i in range(rows):
         if importance_level == "sequence":
             log_ratio_sum = sum(logp[i][t] - old_logp[i][t] for t in range(num_positions) if mask[i][t])
             sequence_ratio = math.exp(log_ratio_sum / max(lengths[i], 1))
@@ -152,7 +154,9 @@ def test_loss_matches_reference(loss_type, importance_level, kl_estimator, beta)
 
 def test_explicit_normalisers():
     logp, old_logp, ref_logp, advantages, mask, _ = make_batch()
-    for loss_type, options in [("dr_grpo", dict(max_len=20)), ("dapo", dict(num_items_in_batch=57))]:
+    for loss_type, options in [("dr_grpo", dict(max_len=20)), ("dapo", dict(num_items_in_batch=57)),
+                               ("grpo", dict(num_sequences_in_batch=11)),
+                               ("dr_grpo", dict(max_len=20, num_sequences_in_batch=11))]:
         expected, _ = reference_loss(logp, old_logp, ref_logp, advantages, mask, loss_type=loss_type,
                                      importance_level="token", kl_estimator="k3", beta=0.0, **options)
         loss, _ = grpo_loss(jnp.asarray(logp), jnp.asarray(old_logp), None, jnp.asarray(advantages),

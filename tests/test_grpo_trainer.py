@@ -6,6 +6,9 @@ import subprocess
 import sys
 import time
 
+import hypothesis
+import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
 import jax
 import numpy as np
 import optax
@@ -46,9 +49,10 @@ def test_trainer_recomputes_the_sampler_logprobs_exactly():
     assert np.all(np.asarray(entropy) >= 0)
 
 
-# grpo averages its microbatch losses, token_mean (as dapo) sums them: both accumulation paths.
-@pytest.mark.parametrize("loss_type", ["grpo", "token_mean"])
-def test_microbatches_accumulate_to_the_whole_minibatch_update(loss_type):
+# Each loss type normalised by the whole minibatch's counts: accumulating microbatches, dropping the rows
+# whose advantage is 0, and both, must give the whole minibatch's update.
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "token_mean"])
+def test_microbatches_and_skipped_zero_advantage_rows_give_the_whole_minibatch_update(loss_type):
     from r1jax.config import grpo_config
 
     model_config = model_lib.get_model_config("tiny-qwen3")
@@ -61,24 +65,48 @@ def test_microbatches_accumulate_to_the_whole_minibatch_update(loss_type):
                                        finished=lengths < 10)
     rollout = trainer.Rollout([{}] * 8, prompts, completions, [""] * 8, {}, np.zeros(8))
     advantages = rng.normal(size=8).astype(np.float32)
+    advantages[[1, 2, 6]] = 0  # e.g. groups whose completions all got the same reward
     batch = trainer.training_batch(rollout, advantages, mask_truncated=False, pad_id=0, prompt_bucket_cap=64)
-    num_items = np.float32(batch["mask"].sum())
 
     results = []
-    for microbatch_size in (0, 2):
+    for microbatch_size, skip in ((0, False), (2, False), (0, True), (2, True)):
         config = grpo_config()
         config.grpo.update(loss_type=loss_type, microbatch_size=microbatch_size)
+        minibatch, num_items, num_sequences = trainer.trained_minibatch(
+            batch, np.arange(8), skip_zero_advantage=skip, row_multiple=max(microbatch_size, 1))
+        assert len(minibatch["mask"]) == (6 if skip else 8)  # 5 kept rows, padded to quarters of 8 rows
+        assert num_items == batch["mask"].sum() and num_sequences == 8
         optimizer = optax.sgd(1.0)  # the update is the gradient itself, compared without Adam's rescaling
         state = dict(params=jax.tree.map(np.copy, params), opt_state=optimizer.init(params), step=np.int32(0),
                      rng=jax.random.key(0))
         step = trainer.make_train_step(model_config, config, optimizer, optax.constant_schedule(1.0), None)
-        new_state, metrics = step(state, batch, num_items)
+        new_state, metrics = step(state, minibatch, num_items, num_sequences)
         results.append((jax.device_get(new_state["params"]), float(metrics["loss"]), float(metrics["grad_norm"])))
-    (whole, whole_loss, whole_norm), (accumulated, accumulated_loss, accumulated_norm) = results
+    whole, whole_loss, whole_norm = results[0]
     assert whole_norm > 0
-    np.testing.assert_allclose(accumulated_loss, whole_loss, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(accumulated_norm, whole_norm, rtol=1e-4)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), accumulated, whole)
+    for params_after, loss, norm in results[1:]:
+        np.testing.assert_allclose(loss, whole_loss, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(norm, whole_norm, rtol=1e-4)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), params_after, whole)
+
+
+@hypothesis.given(advantages=hnp.arrays(np.float32, st.integers(1, 64).map(lambda n: 4 * n),
+                                        elements=st.sampled_from([0.0, 0.0, 1.0, -0.5])),
+                  row_multiple=st.sampled_from([1, 2, 4, 8]))
+def test_trained_minibatch_keeps_every_informative_row_in_few_shapes(advantages, row_multiple):
+    size = len(advantages)
+    hypothesis.assume(size % row_multiple == 0)
+    batch = {"advantages": advantages, "mask": np.ones((size, 3), np.float32), "tokens": np.arange(size)[:, None]}
+    minibatch, num_items, num_sequences = trainer.trained_minibatch(
+        batch, np.arange(size), skip_zero_advantage=True, row_multiple=row_multiple)
+    kept = np.flatnonzero(advantages != 0)
+    rows = len(minibatch["tokens"])
+    assert rows % row_multiple == 0 and rows <= size and rows >= max(len(kept), 1)
+    quarter = -(-(size // 4) // row_multiple) * row_multiple
+    assert rows == size or rows % quarter == 0
+    trained = minibatch["mask"].sum(1) > 0
+    assert sorted(minibatch["tokens"][trained, 0]) == list(kept)  # each informative row once, nothing else
+    assert num_items == 3 * size and num_sequences == size
 
 
 SMOKE_OVERRIDES = ("--config.grpo.dynamic_sampling=True", "--config.grpo.max_sampling_rounds=2",
@@ -127,9 +155,9 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(
     real_step = run.train_step
     calls = []
 
-    def poisoned_after_first_grpo_step(state, batch, num_items):
+    def poisoned_after_first_grpo_step(*args):
         calls.append(1)
-        state, metrics = real_step(state, batch, num_items)
+        state, metrics = real_step(*args)
         if len(calls) > run._updates_per_step():
             metrics = dict(metrics, loss=jax.numpy.nan)
         return state, metrics

@@ -12,7 +12,6 @@ trainer only sees `train_examples` (an endless, resumable shuffled stream), `tes
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypedDict
@@ -20,7 +19,7 @@ from typing import Any, TypedDict
 import ml_collections
 import tensorflow_datasets as tfds
 
-from r1jax.data import countdown, prompts
+from r1jax.data import countdown, prompts, records
 from r1jax.rewards import math as math_reward
 
 TASKS = ("countdown", "math")
@@ -81,7 +80,8 @@ def _math_task(config: ml_collections.ConfigDict, tokenizer) -> Task:
 
 
 def read_math_jsonl(path: str, *, question_key: str = "problem", answer_key: str = "answer") -> list[MathExample]:
-    """Math problems from a JSONL file: one JSON object per line, blank lines skipped.
+    """Math problems from a JSONL file (one JSON object per line, blank lines skipped; or any file
+    `r1jax.data.records` reads).
 
     A line needs the question text under `question_key` and the gold answer under `answer_key` (text
     or a number); without a usable answer there, the last `\\boxed{...}` of a `solution` field is
@@ -90,28 +90,16 @@ def read_math_jsonl(path: str, *, question_key: str = "problem", answer_key: str
     if not os.path.isfile(path):
         raise ValueError(f"{path!r} is not a file; point data.math.train_file/test_file at JSONL files")
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not a JSON line ({e.msg} at column {e.colno})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            question = record.get(question_key)
-            if not isinstance(question, str) or not question.strip():
-                raise ValueError(f"{where}: no question text under {question_key!r} (the line has fields "
-                                 f"{sorted(record)}); set data.math.question_key")
-            answer = _gold_answer(record, answer_key)
-            if answer is None:
-                raise ValueError(f"{where}: no answer under {answer_key!r} and no \\boxed{{...}} in a 'solution' "
-                                 f"field (the line has fields {sorted(record)}); set data.math.answer_key")
-            examples.append(MathExample(question=question, answer=answer))
-    if not examples:
-        raise ValueError(f"{path}: no examples in the file")
+    for where, record in records.read_records(path, what="examples"):
+        question = record.get(question_key)
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"{where}: no question text under {question_key!r} (the line has fields "
+                             f"{sorted(record)}); set data.math.question_key")
+        answer = _gold_answer(record, answer_key)
+        if answer is None:
+            raise ValueError(f"{where}: no answer under {answer_key!r} and no \\boxed{{...}} in a 'solution' "
+                             f"field (the line has fields {sorted(record)}); set data.math.answer_key")
+        examples.append(MathExample(question=question, answer=answer))
     return examples
 
 

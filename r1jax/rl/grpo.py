@@ -34,10 +34,10 @@ Aggregation: loss = sum_it w_it * l_it, with
     token_mean  w_it = m_it / sum_jt m_jt                 token mean over this batch
     dr_grpo     w_it = m_it / (B * max_len)               constant normaliser, no length bias (Dr. GRPO)
     dapo        w_it = m_it / num_items_in_batch          token mean over the global batch (DAPO)
-For dapo, num_items_in_batch is the token count of the whole optimisation batch (all
-gradient-accumulation microbatches and data-parallel shards), so the microbatch losses sum to
-the full-batch loss. The other types normalise per call: average their microbatch losses, which
-reproduces the full-batch loss exactly for grpo and dr_grpo when microbatches are equally sized.
+B is this call's row count unless `num_sequences_in_batch` gives the whole optimisation batch's, and
+dapo's token count likewise comes from `num_items_in_batch`. With both given for the whole batch, the
+grpo, dr_grpo and dapo losses of any split of its rows (gradient-accumulation microbatches,
+data-parallel shards, or only the rows with a nonzero advantage) sum exactly to the full-batch loss.
 """
 
 from collections.abc import Sequence
@@ -129,9 +129,11 @@ def _token_weights_BxT(
     loss_type: str,
     max_len: int | None,
     num_items_in_batch: ArrayLike | None,
+    num_sequences_in_batch: ArrayLike | None,
 ) -> jax.Array:
     """The aggregation weights w_it of the module docstring (zero on masked positions)."""
-    batch_size, num_positions = mask_BxT.shape
+    rows, num_positions = mask_BxT.shape
+    batch_size = rows if num_sequences_in_batch is None else num_sequences_in_batch
     if loss_type == "grpo":
         tokens_Bx1 = mask_BxT.sum(axis=1, keepdims=True)
         return mask_BxT / (batch_size * jnp.maximum(tokens_Bx1, 1))
@@ -158,6 +160,7 @@ def grpo_loss(
     max_len: int | None = None,
     importance_level: str = "token",
     num_items_in_batch: ArrayLike | None = None,
+    num_sequences_in_batch: ArrayLike | None = None,
     entropy_BxT: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped-surrogate policy loss with optional KL penalty; formulas in the module docstring.
@@ -170,6 +173,7 @@ def grpo_loss(
     beta: KL weight, a Python number (it decides whether the KL is computed at all).
     max_len: dr_grpo's constant length normaliser (the generation budget); defaults to T.
     num_items_in_batch: dapo's token count of the global batch; defaults to this batch's count.
+    num_sequences_in_batch: grpo's and dr_grpo's B, the global batch's row count; defaults to this batch's.
     entropy_BxT: per-token policy entropy, only reported as a metric.
 
     Returns (loss, metrics). Every metric is a token mean over this batch's valid tokens:
@@ -224,7 +228,7 @@ def grpo_loss(
             kl_BxT = jnp.exp(ref_minus_logp_BxT) - ref_minus_logp_BxT - 1
         token_loss_BxT = token_loss_BxT + beta * kl_BxT
 
-    weights_BxT = _token_weights_BxT(mask_BxT, loss_type, max_len, num_items_in_batch)
+    weights_BxT = _token_weights_BxT(mask_BxT, loss_type, max_len, num_items_in_batch, num_sequences_in_batch)
     loss = (weights_BxT * token_loss_BxT).sum()
 
     num_tokens = jnp.maximum(mask_BxT.sum(), 1)

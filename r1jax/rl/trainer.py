@@ -125,55 +125,59 @@ def completion_logprobs(model_config: model_lib.ModelConfig, params, batch: Mapp
 
 def make_train_step(model_config: model_lib.ModelConfig, config: ml_collections.ConfigDict,
                     optimizer: optax.GradientTransformation, schedule: optax.Schedule, state_shardings):
-    """The jitted update `(state, minibatch, num_items) -> (state, metrics)`; the state is donated and
-    stays on `state_shardings`."""
-    g = config.grpo
-    # With num_items the minibatch's token count, token_mean is dapo's sum over that count, which
-    # stays exact when the minibatch is split into microbatches whose losses are summed.
-    loss_type = "dapo" if g.loss_type == "token_mean" else g.loss_type
-    sums_over_microbatches = loss_type == "dapo"  # grpo and dr_grpo normalise per call: average instead
+    """The jitted update `(state, minibatch, num_items, num_sequences) -> (state, metrics)`.
 
-    def loss_fn(params, batch, num_items):
+    `num_items` and `num_sequences` are the token and row counts of the whole minibatch, which may hold
+    more rows than `minibatch` (see `trained_minibatch`). The state is donated and stays on `state_shardings`.
+    """
+    g = config.grpo
+    # token_mean is dapo over the minibatch's token count. With the minibatch's counts as normalisers every
+    # loss type is a sum over rows: exact over microbatches and over a subset of the rows.
+    loss_type = "dapo" if g.loss_type == "token_mean" else g.loss_type
+
+    def loss_fn(params, batch, num_items, num_sequences):
         logp, entropy = completion_logprobs(model_config, params, batch, config.rollout.temperature,
                                             with_entropy=True)
         return grpo.grpo_loss(
             logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"], batch["mask"],
             loss_type=loss_type, epsilon_low=g.epsilon_low, epsilon_high=g.epsilon_high, beta=g.beta,
             kl_estimator=g.kl_estimator, max_len=config.rollout.max_new_tokens, importance_level=g.importance_level,
-            num_items_in_batch=num_items, entropy_BxT=entropy)
+            num_items_in_batch=num_items, num_sequences_in_batch=num_sequences, entropy_BxT=entropy)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def accumulated_grad(params, batch, num_items):
-        """grad_fn over `grpo.microbatch_size`-row slices in a scan: activations of one slice at a time."""
-        rows = batch["advantages"].shape[0]
-        micro = g.microbatch_size or rows
-        if micro >= rows:
-            return grad_fn(params, batch, num_items)
-        count = rows // micro
-        # Microbatch i takes rows i, i + count, ...: each keeps an even share of every data shard.
-        microbatches = jax.tree.map(lambda x: x.reshape(micro, count, *x.shape[1:]).swapaxes(0, 1), batch)
-
-        def add(total, microbatch):
-            return jax.tree.map(jnp.add, total, grad_fn(params, microbatch, num_items)), None
-
-        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(
-            grad_fn, params, jax.tree.map(lambda x: x[0], microbatches), num_items))
-        total, _ = jax.lax.scan(add, zeros, microbatches)
-        (loss, metrics), grads = total
+    def train_step(state: State, batch: Mapping[str, jax.Array], num_items: jax.Array, num_sequences: jax.Array):
+        ((loss, metrics), grads), count = optim.sum_over_microbatches(
+            lambda microbatch: grad_fn(state["params"], microbatch, num_items, num_sequences), batch,
+            g.microbatch_size)
         metrics = jax.tree.map(lambda m: m / count, metrics)  # token means of equal slices: their average
-        if not sums_over_microbatches:
-            loss, grads = loss / count, jax.tree.map(lambda x: x / count, grads)
-        return (loss, metrics), grads
-
-    def train_step(state: State, batch: Mapping[str, jax.Array], num_items: jax.Array):
-        (loss, metrics), grads = accumulated_grad(state["params"], batch, num_items)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state["step"]))
         return dict(state, params=params, opt_state=opt_state, step=state["step"] + 1), metrics
 
     return jax.jit(train_step, donate_argnums=0, out_shardings=(state_shardings, None))
+
+
+def trained_minibatch(batch: Mapping[str, np.ndarray], rows: np.ndarray, *, skip_zero_advantage: bool,
+                      row_multiple: int) -> tuple[dict[str, np.ndarray], np.float32, np.float32]:
+    """The rows of minibatch `rows` the train step runs on, with that minibatch's token and row counts.
+
+    Without a KL term a row whose advantage is 0 (or with no trained token) has a zero gradient, so with
+    `skip_zero_advantage` only the other rows are kept (late in a run most groups are all right or all wrong); given the whole
+    minibatch's counts, the loss and gradient are unchanged. The kept count is padded, with masked
+    copies of a kept row, to a multiple of a quarter of the minibatch that `row_multiple` (data shards,
+    microbatch size) divides: few shapes to compile.
+    """
+    informative = (batch["advantages"][rows] != 0) & (batch["mask"][rows].sum(1) > 0)
+    kept = rows[informative] if skip_zero_advantage else rows
+    quarter = -(-max(len(rows) // 4, 1) // row_multiple) * row_multiple
+    size = min(len(rows), -(-max(len(kept), 1) // quarter) * quarter)
+    padding = np.arange(size) >= len(kept)
+    picked = np.concatenate([kept, np.full(size - len(kept), kept[-1] if len(kept) else rows[0])])
+    minibatch = {k: v[picked] for k, v in batch.items()}
+    minibatch["mask"][padding] = 0
+    return minibatch, np.float32(batch["mask"][rows].sum()), np.float32(len(rows))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,26 +325,35 @@ class GRPORun:
                                                       scale=g.advantage_scale))
         batch = training_batch(rollout, advantages, mask_truncated=g.mask_truncated, pad_id=self.pad_id,
                                prompt_bucket_cap=c.rollout.max_prompt_len or self.model_config.max_position_embeddings)
-        batch_sharding = {k: sharding.batch_sharding(self.mesh, self.rules, v.ndim) for k, v in batch.items()}
+        row_multiple = int(np.lcm(sharding.data_parallel_size(dict(self.mesh.shape), self.rules),
+                                  g.microbatch_size or 1))
+        step_metrics, trained_tokens, trained = [], [], 0
         with sharding.use_mesh(self.mesh, self.rules):
-            batch = jax.device_put(batch, batch_sharding)
             if self.reference_params is not None:
-                batch["ref_logp"] = self.reference_logprobs(self.reference_params, batch)
-            num_rows = len(advantages)
-            step_metrics = []
+                batch["ref_logp"] = np.asarray(self.reference_logprobs(
+                    self.reference_params, self._on_devices(batch)))
             for _ in range(g.num_iterations):
-                for start in range(0, num_rows, g.minibatch_size):
-                    minibatch = jax.tree.map(lambda x: x[start:start + g.minibatch_size], batch)
-                    num_items = jnp.sum(minibatch["mask"])
-                    self.state, metrics = self.train_step(self.state, minibatch, num_items)
+                for start in range(0, len(advantages), g.minibatch_size):
+                    minibatch, num_items, num_sequences = trained_minibatch(
+                        batch, np.arange(start, start + g.minibatch_size), skip_zero_advantage=g.beta == 0,
+                        row_multiple=row_multiple)
+                    self.state, metrics = self.train_step(self.state, self._on_devices(minibatch), num_items,
+                                                          num_sequences)
                     step_metrics.append(metrics)
-        averaged = {k: float(np.mean([m[k] for m in jax.device_get(step_metrics)])) for k in step_metrics[0]}
+                    trained_tokens.append(minibatch["mask"].sum())
+                    trained += int((minibatch["mask"].sum(1) > 0).sum())
+        averaged = _average_step_metrics(jax.device_get(step_metrics), trained_tokens)
+        averaged["trained_rows"] = trained / (g.num_iterations * len(advantages))
         if not np.isfinite(averaged["loss"]):
             raise TrainingDiverged(
                 f"loss is {averaged['loss']} at step {int(self.state['step']) // self._updates_per_step()}; "
                 f"the last good checkpoint "
                 f"is kept in {self.checkpointer.directory}. Lower optimizer.learning_rate or check the rewards.")
         return averaged
+
+    def _on_devices(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        return jax.device_put(dict(batch), {k: sharding.batch_sharding(self.mesh, self.rules, v.ndim)
+                                            for k, v in batch.items()})
 
     def rollout_metrics(self, rollout: Rollout) -> dict[str, float]:
         c = rollout.completions
@@ -406,6 +419,16 @@ class GRPORun:
     def _updates_per_step(self) -> int:
         c = self.config
         return c.grpo.num_iterations * (c.rollout.prompts_per_step * c.rollout.group_size // c.grpo.minibatch_size)
+
+
+def _average_step_metrics(step_metrics: Sequence[Mapping[str, np.ndarray]],
+                          trained_tokens: Sequence[float]) -> dict[str, float]:
+    """Means over a step's updates; the loss's token means are weighted by the tokens each update trained."""
+    per_update = ("loss", "grad_norm", "learning_rate")
+    weights = np.asarray(trained_tokens, np.float64)
+    weights = weights / weights.sum() if weights.sum() else np.full(len(weights), 1 / len(weights))
+    return {k: float(np.mean([m[k] for m in step_metrics])) if k in per_update
+            else float(np.dot(weights, [m[k] for m in step_metrics])) for k in step_metrics[0]}
 
 
 def _format_metrics(step: int, metrics: Mapping[str, float]) -> str:

@@ -1,0 +1,218 @@
+"""`mode: distill`: rejection sampling. A teacher samples k completions per prompt of a task, a verifier
+keeps the correct ones, and what is kept is SFT data for a student (R1's rejection-sampling stage,
+R1-Distill, Sky-T1).
+
+    python -m r1jax.main --config configs/distill_countdown_tiny.py
+    python -m r1jax.main --config configs/distill_countdown_tiny.py --config.traces_file=outputs.jsonl
+
+The teacher is `model` (any checkpoint r1jax loads). The prompts are the first `num_prompts` problems of
+the task's `split` (`r1jax.data.tasks`), rendered with `data.template`; `sampling` sets the sampler.
+Every sample is scored with `rewards` (the registry: countdown, math, format, ...). It is correct when
+its `accuracy_reward` score is at least `accuracy_threshold` and it finished (EOS or a stop string, not
+cut off by `max_new_tokens`). Per prompt, `keep` picks among the correct samples: 'all', 'first' (the
+lowest sample index) or 'shortest' (the fewest tokens, then the lowest index).
+
+With `traces_file`, another model's outputs go through the same filter instead of sampling: JSON lines
+with `prompt_id` (an index into the split's prompts) and `completion`; `prompt`, `sample` and `teacher`
+are kept when given (default: the task's prompt, the record's rank among its prompt's, the file).
+
+Output: `<workdir>/<output_file>`, one JSON line per kept sample, which `mode: sft` reads as it is:
+`prompt` and `completion`, and the provenance: `teacher`, `split`, `prompt_id`, `sample`, `reward` (the
+accuracy score), `rewards` (every score), `num_tokens`, `example` (the problem, e.g. nums and target).
+`distill_summary.json` beside it counts samples, correct samples and solved prompts. The file appears
+complete or not at all; a rerun samples again.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from r1jax import runtime, sampler, sharding
+from r1jax.config import ConfigError, validate_rewards, validate_task_data, validate_tokenizer
+from r1jax.data import records, tasks
+from r1jax.rewards import RewardSet
+from r1jax.tokenizer import Tokenizer
+
+KEEP_POLICIES = ("all", "first", "shortest")
+SPLITS = ("train", "test")
+SUMMARY_FILE = "distill_summary.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One completion of one prompt, before verification."""
+
+    prompt_id: int
+    sample: int
+    prompt: str
+    completion: str
+    num_tokens: int
+    finished: bool
+    teacher: str
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """The distill mode's keys; raises ConfigError naming the first bad one."""
+    validate_tokenizer(config)
+    validate_task_data(config)
+    validate_rewards(config)
+    s = config.sampling
+    checks = [
+        ("split", config.split in SPLITS, f"{config.split!r} is not one of {', '.join(SPLITS)}"),
+        ("num_prompts", config.num_prompts >= 0, f"{config.num_prompts} must be >= 0 (0: the whole split)"),
+        ("prompt_batch_size", config.prompt_batch_size > 0, f"{config.prompt_batch_size} must be positive"),
+        ("keep", config.keep in KEEP_POLICIES, f"{config.keep!r} is not one of {', '.join(KEEP_POLICIES)}"),
+        ("traces_file", not config.traces_file or os.path.isfile(config.traces_file),
+         f"{config.traces_file!r} is not a file; point it at JSON lines with 'prompt_id' and 'completion', "
+         "or set it to '' to sample from the teacher"),
+        ("output_file", bool(config.output_file), "is empty; name the JSONL file to write under the workdir"),
+        ("sampling.num_samples", s.num_samples > 0, f"{s.num_samples} must be positive"),
+        ("sampling.max_new_tokens", s.max_new_tokens > 0, f"{s.max_new_tokens} must be positive"),
+        ("sampling.max_prompt_len", s.max_prompt_len >= 0, f"{s.max_prompt_len} must be >= 0 (0: as the model allows)"),
+        ("sampling.temperature", s.temperature >= 0, f"{s.temperature} must be >= 0 (0 is greedy)"),
+        ("sampling.top_k", s.top_k >= 0, f"{s.top_k} must be >= 0 (0 turns it off)"),
+        ("sampling.top_p", 0 < s.top_p <= 1, f"{s.top_p} must be in (0, 1] (1 turns it off)"),
+        ("sampling.min_p", 0 <= s.min_p <= 1, f"{s.min_p} must be in [0, 1] (0 turns it off)"),
+        ("sampling.stop_strings", all(isinstance(x, str) and x for x in s.stop_strings),
+         f"{s.stop_strings!r} must be non-empty strings"),
+    ]
+    for key, ok, message in checks:
+        if not ok:
+            raise ConfigError(f"config.{key}: {message}")
+
+
+def select(candidates: Sequence[Candidate], correct: Sequence[bool], keep: str) -> list[int]:
+    """Indices of the kept candidates, by prompt id then sample index (module docstring)."""
+    if keep not in KEEP_POLICIES:
+        raise ValueError(f"keep={keep!r} is not one of {KEEP_POLICIES}")
+    by_prompt: dict[int, list[int]] = collections.defaultdict(list)
+    for index, (candidate, ok) in enumerate(zip(candidates, correct, strict=True)):
+        if ok:
+            by_prompt[candidate.prompt_id].append(index)
+    kept = []
+    for prompt_id in sorted(by_prompt):
+        group = sorted(by_prompt[prompt_id], key=lambda i: candidates[i].sample)
+        if keep == "all":
+            kept += group
+        elif keep == "first":
+            kept.append(group[0])
+        else:
+            kept.append(min(group, key=lambda i: (candidates[i].num_tokens, candidates[i].sample)))
+    return kept
+
+
+def read_traces(path: str, examples: Sequence[Mapping[str, Any]], render_prompt: Callable[[Mapping[str, Any]], str],
+                tokenizer: Tokenizer) -> list[Candidate]:
+    """Candidates from another model's outputs (module docstring); errors name the file and line."""
+    candidates = []
+    seen: collections.Counter[int] = collections.Counter()
+    for where, record in records.read_records(path):
+        prompt_id = record.get("prompt_id")
+        if not isinstance(prompt_id, int) or isinstance(prompt_id, bool) or not 0 <= prompt_id < len(examples):
+            raise ValueError(f"{where}: 'prompt_id' must be an index into the {len(examples)} prompts of the "
+                             f"split, got {prompt_id!r}")
+        completion = record.get("completion")
+        prompt = record.get("prompt", render_prompt(examples[prompt_id]))
+        sample = record.get("sample", seen[prompt_id])
+        for name, value, kind in (("completion", completion, str), ("prompt", prompt, str), ("sample", sample, int)):
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"{where}: {name!r} must be a {kind.__name__}, got {value!r}")
+        seen[prompt_id] += 1
+        candidates.append(Candidate(prompt_id, sample, prompt, completion, len(tokenizer.encode(completion)),
+                                    finished=True, teacher=str(record.get("teacher", path))))
+    return candidates
+
+
+def _sample(config: ml_collections.ConfigDict, tokenizer: Tokenizer, task: tasks.Task,
+            examples: Sequence[Mapping[str, Any]], teacher: str) -> list[Candidate]:
+    """`sampling.num_samples` completions of every example's prompt from the teacher."""
+    mesh, rules = runtime.mesh_and_rules(config)
+    model_config = runtime.model_config(config)
+    if tokenizer.vocab_size > model_config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                         f"{model_config.vocab_size}; set config.model.vocab_size or use the model's tokenizer")
+    s, k = config.sampling, config.sampling.num_samples
+    eos_ids = tuple(tokenizer.eos_ids)
+    request = dict(max_new_tokens=s.max_new_tokens, num_samples=k, temperature=s.temperature, top_k=s.top_k,
+                   top_p=s.top_p, min_p=s.min_p, eos_ids=eos_ids, stop_strings=tuple(s.stop_strings),
+                   tokenizer=tokenizer, max_prompt_len=s.max_prompt_len or None,
+                   pad_id=tokenizer.pad_id if tokenizer.pad_id is not None else 0)
+    key = jax.random.key(config.seed)
+    candidates = []
+    with sharding.use_mesh(mesh, rules), tqdm.tqdm(total=len(examples), unit="prompt", desc="distill") as progress:
+        params = runtime.load_or_init_params(config, model_config, mesh, rules)
+        for first in range(0, len(examples), config.prompt_batch_size):
+            prompts = [task.render_prompt(e) for e in examples[first:first + config.prompt_batch_size]]
+            result = sampler.generate(model_config, params, [task.encode(p) for p in prompts],
+                                      seed=jax.random.fold_in(key, first), **request)
+            for row, (tokens, length, finished) in enumerate(zip(result.tokens, result.lengths, result.finished)):
+                tokens = tokens[:length]
+                # Tags such as <think> may be special tokens: keep them, drop only the closing EOS.
+                if len(tokens) and int(tokens[-1]) in eos_ids:
+                    tokens = tokens[:-1]
+                candidates.append(Candidate(first + row // k, row % k, prompts[row // k], tokenizer.decode(tokens),
+                                            int(length), bool(finished), teacher))
+            progress.update(len(prompts))
+    return candidates
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Writes the kept samples to `<workdir>/<output_file>` and returns the summary (with `output_file`)."""
+    validate_config(config)
+    start = time.perf_counter()
+    tokenizer = runtime.tokenizer(config, workdir)
+    task = tasks.load_task(config.data, tokenizer, workdir)
+    source = task.train if config.split == "train" else task.test
+    count = min(config.num_prompts or len(source), len(source))
+    examples = [source[i] for i in range(count)]
+    if config.traces_file:
+        teacher = config.traces_file
+        candidates = read_traces(config.traces_file, examples, task.render_prompt, tokenizer)
+    else:
+        teacher = config.model.checkpoint or f"{config.model.name} (random init, seed {config.seed})"
+        candidates = _sample(config, tokenizer, task, examples, teacher)
+
+    with RewardSet(list(config.rewards)) as rewards:
+        scores, _ = rewards.score_batch([c.completion for c in candidates], [examples[c.prompt_id] for c in candidates],
+                                        lengths=[c.num_tokens for c in candidates]).as_arrays()
+    accuracy = scores[config.accuracy_reward]
+    finished = np.array([c.finished for c in candidates], bool)
+    correct = (accuracy >= config.accuracy_threshold) & finished  # NaN (unjudgeable) compares False
+    kept = select(candidates, correct, config.keep)
+
+    def record(index: int) -> dict[str, Any]:
+        c = candidates[index]
+        return dict(prompt=c.prompt, completion=c.completion, teacher=c.teacher, split=config.split,
+                    prompt_id=c.prompt_id, sample=c.sample, reward=float(accuracy[index]),
+                    rewards={k: None if np.isnan(v[index]) else float(v[index]) for k, v in scores.items()},
+                    num_tokens=c.num_tokens, example=dict(examples[c.prompt_id]))
+
+    output_path = os.path.join(workdir, config.output_file)
+    records.write_records(output_path, (record(i) for i in kept))
+    solved = {candidates[i].prompt_id for i in np.flatnonzero(correct)}
+    summary = dict(teacher=teacher, split=config.split, prompts=count, samples=len(candidates),
+                   correct_samples=int(correct.sum()), correct_share=float(correct.mean()) if len(correct) else 0.0,
+                   unfinished_samples=int((~finished).sum()), solved_prompts=len(solved), kept=len(kept),
+                   keep=config.keep, seconds=time.perf_counter() - start)
+    with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
+        json.dump(summary, f, indent=2)
+    table = [("teacher", teacher),
+             ("prompts solved", f"{len(solved)} of {count} ({config.split} split)"),
+             ("correct samples", f"{summary['correct_samples']} of {len(candidates)} "
+                                 f"({summary['correct_share']:.3f}; {summary['unfinished_samples']} cut off)"),
+             (f"kept ({config.keep})", f"{len(kept)} -> {output_path}"),
+             ("wall time", f"{summary['seconds']:.0f} s")]
+    width = max(len(name) for name, _ in table)
+    print("\n".join(f"{name:<{width}}  {value}" for name, value in table))
+    return dict(summary, output_file=output_path)

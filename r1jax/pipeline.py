@@ -1,0 +1,123 @@
+"""`mode: pipeline`: stages that run one after another, each reading what the earlier ones wrote.
+
+    python -m r1jax.main --config configs/r1_pipeline_tiny.py
+
+DeepSeek-R1 chains cold-start SFT, RL, rejection sampling, SFT and RL again; a pipeline config writes such a
+chain as a list of stages. A stage is a config file (`configs/x.py[:variant]`, relative to the current
+directory, as `--config` takes it) and overrides of its keys. An override's string value may name
+`{stage}`, an earlier stage's workdir, or `{var}`, a value of the pipeline's `vars`:
+`model.checkpoint='{rl}/hf_export'`, `data.train_file='{rejection}/distill.jsonl'`.
+
+Stage `name` runs in `<workdir>/<name>`. A finished stage leaves `stage.json` there (its mode and wall
+time), so running the same command again skips the finished stages and reruns the unfinished one in its
+workdir, where it resumes from its own checkpoints.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+from r1jax.config import ConfigError, load_config_file, validate
+from r1jax.modes import MODES
+
+STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
+DONE_FILE = "stage.json"
+
+
+def pipeline_config() -> ml_collections.ConfigDict:
+    """Defaults of `mode: pipeline`; a config file fills `stages` (and `vars`)."""
+    config = ml_collections.ConfigDict()
+    config.mode = "pipeline"
+    config.vars = ml_collections.ConfigDict()  # name -> string, substituted for {name} in overrides
+    config.stages = []  # dicts: name, config ('configs/x.py[:variant]'), overrides ({dotted key: value})
+    return config
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Stage names, config files, modes and placeholders; each stage's own config is validated when it starts,
+    since it may name files that earlier stages write."""
+    if not config.stages:
+        raise ConfigError("config.stages: is empty; list the stages as dicts with name, config and overrides")
+    known = set(config.vars)
+    for index, stage in enumerate(config.stages):
+        where = f"config.stages[{index}]"
+        if not isinstance(stage, Mapping) or set(stage) - {"name", "config", "overrides"} or "config" not in stage:
+            raise ConfigError(f"{where}: {stage!r} must be a dict with 'name', 'config' and optional 'overrides'")
+        name = stage.get("name", "")
+        if not STAGE_NAME.fullmatch(name) or name in known:
+            raise ConfigError(f"{where}.name: {name!r} must be a new identifier (letters, digits, _), "
+                              f"unlike the earlier stages and vars {sorted(known)}")
+        path = stage["config"].partition(":")[0]
+        if not os.path.isfile(path):
+            raise ConfigError(f"{where}.config: {path!r} is not a file; give a config path relative to the "
+                              f"current directory, as --config takes it")
+        mode = load_config_file(stage["config"]).get("mode", "")
+        if mode not in MODES or mode == "pipeline":
+            raise ConfigError(f"{where}.config: its mode {mode!r} cannot be a stage; use one of "
+                              f"{', '.join(sorted(set(MODES) - {'pipeline'}))}")
+        for key, value in dict(stage.get("overrides", {})).items():
+            for placeholder in PLACEHOLDER.findall(value) if isinstance(value, str) else ():
+                if placeholder not in known:
+                    raise ConfigError(f"{where}.overrides[{key!r}]: {{{placeholder}}} is neither an earlier stage "
+                                      f"nor a var; known: {sorted(known)}")
+        known.add(name)
+
+
+def stage_config(stage: Mapping[str, Any], names: Mapping[str, str]) -> ml_collections.ConfigDict:
+    """The stage's config file with its overrides applied, `{name}` placeholders replaced from `names`."""
+    config = load_config_file(stage["config"])
+    for key, value in dict(stage.get("overrides", {})).items():
+        if isinstance(value, str):
+            value = PLACEHOLDER.sub(lambda m: names[m.group(1)], value)
+        try:
+            config.update_from_flattened_dict({key: value})
+        except (KeyError, AttributeError, TypeError) as e:
+            raise ConfigError(f"stage {stage['name']}: override {key}={value!r} does not fit its config "
+                              f"({stage['config']}): {e}") from None
+    return config
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+    """Runs the unfinished stages in order; returns one record per stage (name, mode, seconds, workdir)."""
+    import jax
+
+    validate_config(config)
+    names = {key: str(value) for key, value in config.vars.items()}
+    records = []
+    for stage in config.stages:
+        stage_dir = os.path.join(workdir, stage["name"])
+        names[stage["name"]] = stage_dir
+        done_path = os.path.join(stage_dir, DONE_FILE)
+        if os.path.exists(done_path):
+            with open(done_path) as f:
+                records.append(json.load(f))
+            print(f"stage {stage['name']}: finished earlier ({stage_dir})", flush=True)
+            continue
+        stage_cfg = stage_config(stage, names)
+        try:
+            validate(stage_cfg, known_modes=MODES, num_devices=jax.device_count())
+        except ConfigError as e:
+            raise ConfigError(f"stage {stage['name']}: {e}") from None
+        os.makedirs(stage_dir, exist_ok=True)
+        with open(os.path.join(stage_dir, "config.json"), "w") as f:
+            f.write(stage_cfg.to_json_best_effort(indent=2))
+        print(f"stage {stage['name']}: mode {stage_cfg.mode} in {stage_dir}", flush=True)
+        start = time.perf_counter()
+        importlib.import_module(MODES[stage_cfg.mode]).run(stage_cfg, stage_dir)
+        record = dict(name=stage["name"], mode=stage_cfg.mode, seconds=time.perf_counter() - start, workdir=stage_dir)
+        with open(done_path + ".partial", "w") as f:
+            json.dump(record, f)
+        os.replace(done_path + ".partial", done_path)
+        records.append(record)
+    width = max(len(r["name"]) for r in records)
+    print("\n".join(f"{r['name']:<{width}}  {r['mode']:<8}  {r['seconds']:7.0f} s  {r['workdir']}" for r in records))
+    return records

@@ -1,0 +1,117 @@
+"""`mode: pipeline`: stage wiring, validation, and a restart that resumes at the unfinished stage."""
+
+import json
+import os
+
+import pytest
+
+from r1jax import pipeline
+from r1jax.config import ConfigError, load_config_file, validate
+from r1jax.main import MODES
+from r1jax.rl import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    monkeypatch.chdir(REPO)  # stage config paths are relative to the current directory, as --config's are
+
+
+def _pipeline(*stages, **vars_):
+    config = pipeline.pipeline_config()
+    config.vars.update(vars_)
+    config.stages = list(stages)
+    return config
+
+
+SFT = "configs/sft_journey_tiny.py:journey,smoke"
+
+
+@pytest.mark.parametrize("stages,message", [
+    ((), "config.stages: is empty"),
+    (({"name": "a"},), r"config.stages\[0\]: .* must be a dict with 'name', 'config'"),
+    (({"name": "a", "config": SFT, "extra": 1},), r"config.stages\[0\]"),
+    (({"name": "1st", "config": SFT},), r"config.stages\[0\].name: '1st' must be a new identifier"),
+    (({"name": "a", "config": SFT}, {"name": "a", "config": SFT}), r"config.stages\[1\].name: 'a'"),
+    (({"name": "base", "config": SFT},), r"config.stages\[0\].name: 'base'"),  # a var's name
+    (({"name": "a", "config": "configs/missing.py"},), r"'configs/missing.py' is not a file"),
+    (({"name": "a", "config": "configs/r1_pipeline_tiny.py"},), r"its mode 'pipeline' cannot be a stage"),
+    (({"name": "a", "config": SFT, "overrides": {"model.checkpoint": "{b}/hf_export"}},
+      {"name": "b", "config": SFT}), r"\{b\} is neither an earlier stage nor a var"),
+])
+def test_bad_pipelines_are_one_line_errors_before_anything_runs(stages, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(_pipeline(*stages, base="/some/base"), known_modes=MODES, num_devices=8)
+
+
+def test_overrides_name_earlier_stages_and_vars():
+    stage = {"name": "b", "config": SFT, "overrides": {"model.checkpoint": "{a}/hf_export", "steps": 7,
+                                                       "data.train_file": "{base}/x.jsonl"}}
+    config = pipeline.stage_config(stage, {"a": "/runs/a", "base": "/models/base"})
+    assert config.model.checkpoint == "/runs/a/hf_export" and config.steps == 7
+    assert config.data.train_file == "/models/base/x.jsonl"
+    with pytest.raises(ConfigError, match=r"stage b: override no_such\.key=1 does not fit"):
+        pipeline.stage_config({"name": "b", "config": SFT, "overrides": {"no_such.key": 1}}, {})
+    with pytest.raises(ConfigError, match=r"override steps='many' does not fit"):
+        pipeline.stage_config({"name": "b", "config": SFT, "overrides": {"steps": "many"}}, {})
+
+
+def _correct_traces(path, pipeline_config):
+    """A solution per problem of the smoke pipeline's first 16 training problems, as another model's outputs."""
+    import random
+
+    from r1jax.data import char_tokenizer, journey, tasks
+    from r1jax.tokenizer import load_tokenizer
+
+    stage = next(s for s in pipeline_config.stages if s["name"] == "rejection")
+    data = pipeline.stage_config(stage, {"rl": "", "traces": ""}).data
+    tokenizer = load_tokenizer(char_tokenizer.write_char_tokenizer(str(path.parent / "tokenizer")))
+    train = tasks.load_task(data, tokenizer, str(path.parent / "task")).train
+    with open(path, "w") as f:
+        for prompt_id in range(16):
+            completion = journey.completion(random.Random(0), train[prompt_id], variant="shortcut")
+            f.write(json.dumps({"prompt_id": prompt_id, "completion": completion}) + "\n")
+    return path
+
+
+def test_the_r1_pipeline_feeds_each_stage_the_last_ones_output_and_resumes_at_the_unfinished_stage(
+        tmp_path, monkeypatch):
+    config = load_config_file("configs/r1_pipeline_tiny.py:smoke")
+    config.vars.traces = str(_correct_traces(tmp_path / "traces.jsonl", config))
+    validate(config, known_modes=MODES, num_devices=8)
+    real_grpo_run = trainer.run
+    grpo_runs = []
+
+    def grpo_run_failing_the_second_time(stage_config, workdir):
+        grpo_runs.append(workdir)
+        if len(grpo_runs) == 2:
+            raise RuntimeError("preempted")
+        return real_grpo_run(stage_config, workdir)
+
+    monkeypatch.setattr(trainer, "run", grpo_run_failing_the_second_time)
+    with pytest.raises(RuntimeError, match="preempted"):
+        pipeline.run(config, str(tmp_path))
+    names = [stage["name"] for stage in config.stages]
+    assert names == ["cold_start", "rl", "rejection", "sft", "rl_again"]
+    finished = {name for name in names if (tmp_path / name / pipeline.DONE_FILE).exists()}
+    assert finished == {"cold_start", "rl", "rejection", "sft"}
+    done_times = {name: os.path.getmtime(tmp_path / name / pipeline.DONE_FILE) for name in finished}
+
+    records = pipeline.run(config, str(tmp_path))  # the restart: only the last stage runs
+    assert grpo_runs == [str(tmp_path / "rl"), str(tmp_path / "rl_again"), str(tmp_path / "rl_again")]
+    assert [r["name"] for r in records] == names and [r["mode"] for r in records] == [
+        "sft", "grpo", "distill", "sft", "grpo"]
+    assert {name: os.path.getmtime(tmp_path / name / pipeline.DONE_FILE) for name in finished} == done_times
+
+    def stage_config(name):
+        with open(tmp_path / name / "config.json") as f:
+            return json.load(f)
+
+    assert stage_config("rl")["model"]["checkpoint"] == str(tmp_path / "cold_start" / "hf_export")
+    assert stage_config("rejection")["model"]["checkpoint"] == str(tmp_path / "rl" / "hf_export")
+    assert stage_config("sft")["data"]["train_file"] == str(tmp_path / "rejection" / "distill.jsonl")
+    assert stage_config("rl_again")["model"]["checkpoint"] == str(tmp_path / "sft" / "hf_export")
+    with open(tmp_path / "rejection" / "distill.jsonl") as f:
+        assert len(f.readlines()) == 16  # the first correct trace of each of the 16 prompts
+    assert (tmp_path / "rl_again" / "hf_export" / "config.json").exists()
