@@ -11,22 +11,11 @@ the Hugging Face parquet). The prompt is the 'chat' math template (the answer in
 samples up to 32768 tokens, here 16384, so that 64 rows of KV cache fit one 80 GB GPU. Not yet run on a machine.
 """
 
-from r1jax.evaluate_mode import eval_config
+from r1jax.evaluate_mode import math_benchmark_config
 
 
 def get_config(arg: str | None = None):
-    config = eval_config()
-    config.model.update(name="qwen2.5-1.5b",  # the checkpoint's architecture (tests use it without a checkpoint)
-                        checkpoint="/path/to/DeepSeek-R1-Distill-Qwen-1.5B", dtype="bfloat16", param_dtype="bfloat16")
-    config.data.update(name="aime2024", template="chat", manual_dir="/path/to/aime2024")
-    config.max_new_tokens = 16384
-    config.stop_strings = ()  # the chat template's end-of-turn token (an EOS) ends a completion
-    config.prompt_batch_size = 1  # x 64 samples
-    config.verifier = [dict(name="math", weight=1.0)]
-    config.sampling.update(num_samples=64)
-    config.beam_search.update(widths=(4,))
-    config.budget_forcing.update(budgets=((0, 8192), (4096, 8192), (8192, 16384)), max_answer_tokens=64,
-                                 answer_opening="\n\nFinal Answer: ")
     if arg:
         raise ValueError(f"unknown variant {arg!r}; configs/eval_aime24.py has none")
-    return config
+    return math_benchmark_config("aime2024", max_new_tokens=16384, prompt_batch_size=1,
+                                 num_samples=64, budgets=((0, 8192), (4096, 8192), (8192, 16384)))

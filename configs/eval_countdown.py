@@ -18,17 +18,20 @@ budget forcing appends when it drops an early "</think>".
 Variant `smoke`: 8 problems, 4 samples, 16 tokens, for tests (seconds).
 """
 
+import os
+
+from r1jax.config import load_config_file
 from r1jax.evaluate_mode import eval_config
 
 
 def get_config(arg: str | None = None):
+    main_job = load_config_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "countdown_tiny.py"))
     config = eval_config()
     config.model.update(name="tiny", checkpoint="workdir/countdown_tiny/hf_export")  # name: the architecture
-    config.data.update(name="countdown", template="compact", num_examples=256)
-    config.data.countdown.update(min_count=2, max_count=2, max_number=99, max_target=100, train_size=4096,
-                                 test_size=256)
-    config.max_new_tokens = 96
-    config.stop_strings = ("</answer>",)
+    config.data.update(name="countdown", template=main_job.data.template, num_examples=main_job.data.countdown.test_size)
+    config.data.countdown.update(main_job.data.countdown)
+    config.max_new_tokens = main_job.rollout.max_new_tokens
+    config.stop_strings = tuple(main_job.rollout.stop_strings)
     config.prompt_batch_size = 16  # x 64 samples: 1024 rows per sampler call
     config.verifier = [dict(name="countdown", weight=1.0)]
     config.sampling.update(num_samples=64)

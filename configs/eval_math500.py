@@ -10,22 +10,12 @@ temperature 0.6, top-p 0.95, 64 samples per problem for pass@1; R1 samples up to
 Not yet run on a machine.
 """
 
-from r1jax.evaluate_mode import eval_config
+from r1jax.evaluate_mode import math_benchmark_config
 
 
 def get_config(arg: str | None = None):
-    config = eval_config()
-    config.model.update(name="qwen2.5-1.5b",  # the checkpoint's architecture (tests use it without a checkpoint)
-                        checkpoint="/path/to/DeepSeek-R1-Distill-Qwen-1.5B", dtype="bfloat16", param_dtype="bfloat16")
-    config.data.update(name="math500", template="chat", manual_dir="/path/to/math500")
-    config.max_new_tokens = 8192
-    config.stop_strings = ()  # the chat template's end-of-turn token (an EOS) ends a completion
-    config.prompt_batch_size = 2  # x 64 samples: 128 rows of 8k-token KV cache per call
-    config.verifier = [dict(name="math", weight=1.0)]
-    config.sampling.update(num_samples=64)
-    config.beam_search.update(widths=(4,))
-    config.budget_forcing.update(budgets=((0, 4096), (2048, 4096), (4096, 8192)), max_answer_tokens=64,
-                                 answer_opening="\n\nFinal Answer: ")
     if arg:
         raise ValueError(f"unknown variant {arg!r}; configs/eval_math500.py has none")
-    return config
+    # 2 prompts x 64 samples: 128 rows of 8k-token KV cache per sampler call.
+    return math_benchmark_config("math500", max_new_tokens=8192, prompt_batch_size=2,
+                                 num_samples=64, budgets=((0, 4096), (2048, 4096), (4096, 8192)))

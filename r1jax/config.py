@@ -289,6 +289,25 @@ def validate(config: ml_collections.ConfigDict, *, known_modes: Iterable[str], n
         validate_config(config)
 
 
+def validate_generation(section: ml_collections.ConfigDict, prefix: str = "") -> None:
+    """A section's sampler settings: budget, prompt length, stop strings, and what `sampler.SamplingSpec` checks."""
+    from r1jax import sampler  # lazily: the sampler is only needed to check
+
+    if section.max_new_tokens <= 0:
+        _fail(f"{prefix}max_new_tokens", f"{section.max_new_tokens} must be positive")
+    if section.get("max_prompt_len", 0) < 0:
+        _fail(f"{prefix}max_prompt_len", f"{section.max_prompt_len} must be >= 0 (0: as the model allows)")
+    if not all(isinstance(s, str) and s for s in section.stop_strings):
+        _fail(f"{prefix}stop_strings", f"{section.stop_strings!r} must be non-empty strings, "
+                                       f"e.g. --config.{prefix}stop_strings=\"('</answer>',)\"")
+    try:
+        sampler.SamplingSpec(temperature=section.temperature, top_k=section.top_k, top_p=section.top_p,
+                             min_p=section.min_p)
+    except ValueError as e:  # "top_p=1.5 must be in (0, 1] ..."
+        name, _, problem = str(e).partition("=")
+        _fail(f"{prefix}{name}", problem)
+
+
 def validate_tokenizer(config: ml_collections.ConfigDict) -> None:
     """`config.tokenizer`: a path, 'char', or '' to use model.checkpoint's tokenizer."""
     if not config.tokenizer and not config.model.checkpoint:
@@ -305,8 +324,7 @@ def _validate_grpo(config: ml_collections.ConfigDict, batch_ways: int) -> None:
     r, g = config.rollout, config.grpo
     if r.group_size < 2:
         _fail("rollout.group_size", f"{r.group_size} must be at least 2: advantages compare samples of one prompt")
-    if r.max_new_tokens <= 0:
-        _fail("rollout.max_new_tokens", f"{r.max_new_tokens} must be positive")
+    validate_generation(r, "rollout.")
     rows = r.prompts_per_step * r.group_size
     if g.minibatch_size <= 0 or rows % g.minibatch_size:
         _fail("grpo.minibatch_size", f"{g.minibatch_size} must divide prompts_per_step * group_size = {rows}")

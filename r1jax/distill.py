@@ -39,7 +39,7 @@ import numpy as np
 import tqdm
 
 from r1jax import runtime, sampler, sharding
-from r1jax.config import ConfigError, validate_rewards, validate_task_data, validate_tokenizer
+from r1jax.config import ConfigError, validate_generation, validate_rewards, validate_task_data, validate_tokenizer
 from r1jax.data import records, tasks
 from r1jax.rewards import RewardSet
 from r1jax.tokenizer import Tokenizer
@@ -78,18 +78,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          "or set it to '' to sample from the teacher"),
         ("output_file", bool(config.output_file), "is empty; name the JSONL file to write under the workdir"),
         ("sampling.num_samples", s.num_samples > 0, f"{s.num_samples} must be positive"),
-        ("sampling.max_new_tokens", s.max_new_tokens > 0, f"{s.max_new_tokens} must be positive"),
-        ("sampling.max_prompt_len", s.max_prompt_len >= 0, f"{s.max_prompt_len} must be >= 0 (0: as the model allows)"),
-        ("sampling.temperature", s.temperature >= 0, f"{s.temperature} must be >= 0 (0 is greedy)"),
-        ("sampling.top_k", s.top_k >= 0, f"{s.top_k} must be >= 0 (0 turns it off)"),
-        ("sampling.top_p", 0 < s.top_p <= 1, f"{s.top_p} must be in (0, 1] (1 turns it off)"),
-        ("sampling.min_p", 0 <= s.min_p <= 1, f"{s.min_p} must be in [0, 1] (0 turns it off)"),
-        ("sampling.stop_strings", all(isinstance(x, str) and x for x in s.stop_strings),
-         f"{s.stop_strings!r} must be non-empty strings"),
     ]
     for key, ok, message in checks:
         if not ok:
             raise ConfigError(f"config.{key}: {message}")
+    validate_generation(s, "sampling.")
 
 
 def select(candidates: Sequence[Candidate], correct: Sequence[bool], keep: str) -> list[int]:

@@ -113,6 +113,25 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"config.{key}: {message}")
 
 
+
+def math_benchmark_config(benchmark: str, *, max_new_tokens: int, prompt_batch_size: int, num_samples: int,
+                          budgets: tuple[tuple[int, int], ...]) -> ml_collections.ConfigDict:
+    """A distilled R1 model (DeepSeek-R1-Distill-Qwen-1.5B's architecture) on a math benchmark: what
+    configs/eval_{gsm8k,math500,aime24}.py share; the checkpoint and the data folder come from the command line."""
+    config = eval_config()
+    config.model.update(name="qwen2.5-1.5b",  # the checkpoint's architecture (tests use it without a checkpoint)
+                        checkpoint="/path/to/DeepSeek-R1-Distill-Qwen-1.5B", dtype="bfloat16", param_dtype="bfloat16")
+    config.data.update(name=benchmark, template="chat", manual_dir=f"/path/to/{benchmark}")
+    config.max_new_tokens = max_new_tokens
+    config.stop_strings = ()  # the chat template's end-of-turn token (an EOS) ends a completion
+    config.prompt_batch_size = prompt_batch_size
+    config.verifier = [dict(name="math", weight=1.0)]
+    config.sampling.update(num_samples=num_samples)
+    config.beam_search.update(widths=(4,))
+    # s1's answer prompt; the math reward reads what follows "Answer:" when there is no \boxed{}.
+    config.budget_forcing.update(budgets=budgets, max_answer_tokens=64, answer_opening="\n\nFinal Answer: ")
+    return config
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """The evaluate mode's keys; raises ConfigError naming the first bad one."""
     validate_tokenizer(config)

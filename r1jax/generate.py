@@ -20,7 +20,7 @@ import numpy as np
 import tqdm
 
 from r1jax import runtime, sampler, sharding
-from r1jax.config import ConfigError, validate_tokenizer
+from r1jax.config import ConfigError, validate_generation, validate_tokenizer
 from r1jax.tokenizer import Tokenizer
 
 
@@ -30,20 +30,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     checks = [
         ("prompts_file", bool(config.prompts_file) and os.path.isfile(config.prompts_file),
          f"{config.prompts_file!r} is not a file; point it at a .jsonl ({{\"prompt\": ...}} per line) or .txt file"),
-        ("max_new_tokens", config.max_new_tokens > 0, f"{config.max_new_tokens} must be positive"),
         ("num_samples", config.num_samples > 0, f"{config.num_samples} must be positive"),
         ("prompt_batch_size", config.prompt_batch_size > 0, f"{config.prompt_batch_size} must be positive"),
-        ("max_prompt_len", config.max_prompt_len >= 0, f"{config.max_prompt_len} must be >= 0 (0: as the model allows)"),
-        ("temperature", config.temperature >= 0, f"{config.temperature} must be >= 0 (0 is greedy)"),
-        ("top_k", config.top_k >= 0, f"{config.top_k} must be >= 0 (0 turns it off)"),
-        ("top_p", 0 < config.top_p <= 1, f"{config.top_p} must be in (0, 1] (1 turns it off)"),
-        ("min_p", 0 <= config.min_p <= 1, f"{config.min_p} must be in [0, 1] (0 turns it off)"),
-        ("stop_strings", all(isinstance(s, str) and s for s in config.stop_strings),
-         f"{config.stop_strings!r} must be non-empty strings, e.g. --config.stop_strings=\"('</answer>',)\""),
     ]
     for key, ok, message in checks:
         if not ok:
             raise ConfigError(f"config.{key}: {message}")
+    validate_generation(config)
 
 
 def read_prompts(path: str) -> list[str]:

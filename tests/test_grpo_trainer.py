@@ -1,10 +1,7 @@
 """GRPO trainer: the exact first ratio, a whole run with its files, and resuming to identical parameters."""
 
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import hypothesis
 import hypothesis.extra.numpy as hnp
@@ -13,6 +10,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from interrupted import kill_after_checkpoint
 
 from r1jax import hf, sampler, sft
 from r1jax import metrics as metrics_lib
@@ -121,16 +119,7 @@ def test_a_killed_run_resumes_to_the_same_parameters_as_an_uninterrupted_one(tmp
     killed_dir = tmp_path / "b"
     command = [sys.executable, "-m", "r1jax.main", "--config", os.path.join(REPO, "configs", "countdown_tiny.py:smoke"),
                "--workdir", str(killed_dir), "--config.steps=4", *SMOKE_OVERRIDES]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while not (killed_dir / "checkpoints" / "2").exists() and process.poll() is None:
-            assert time.monotonic() < deadline, "the run never saved step 2"
-            time.sleep(0.1)
-        assert process.poll() is None, "the run ended before it could be killed"
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait()
+    kill_after_checkpoint(command, killed_dir, 2, cwd=REPO)
 
     resumed = trainer.GRPORun(_smoke_config(steps=4), str(killed_dir))
     assert resumed.data_position > 0

@@ -106,6 +106,11 @@ def _countdown_config(**changes):
 @pytest.mark.parametrize("changes,key", [
     (dict(rollout__group_size=1), "config.rollout.group_size"),
     (dict(rollout__max_new_tokens=0), "config.rollout.max_new_tokens"),
+    (dict(rollout__temperature=-0.5), "config.rollout.temperature"),
+    (dict(rollout__top_p=1.5), "config.rollout.top_p"),
+    (dict(rollout__min_p=-0.1), "config.rollout.min_p"),
+    (dict(rollout__top_k=-1), "config.rollout.top_k"),
+    (dict(rollout__stop_strings=("",)), "config.rollout.stop_strings"),
     (dict(grpo__minibatch_size=48), "config.grpo.minibatch_size"),
     (dict(grpo__loss_type="ppo"), "config.grpo.loss_type"),
     (dict(grpo__importance_level="word"), "config.grpo.importance_level"),

@@ -4,15 +4,14 @@ accumulation, bad input, and whole runs: files, SIGTERM, SIGKILL and resume, NaN
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from interrupted import kill_after_checkpoint
 
 from r1jax import hf, main, sft
 from r1jax import metrics as metrics_lib
@@ -289,18 +288,8 @@ def test_killed_and_preempted_runs_resume_to_the_parameters_of_an_uninterrupted_
     """SIGKILL after step 2's checkpoint; the rerun gets SIGTERM and saves; the third run finishes."""
     workdir = tmp_path / "interrupted"
     flags = [f"--config.{k}={v}" for k, v in {**RUN_FLAGS, "data.train_file": train_file}.items()]
-    process = subprocess.Popen([sys.executable, "-m", "r1jax.main", "--config", SMOKE, "--workdir", str(workdir),
-                                "--config.model.name=tiny-qwen3", *flags],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while not (workdir / "checkpoints" / "2").exists() and process.poll() is None:
-            assert time.monotonic() < deadline, "the run never saved step 2"
-            time.sleep(0.05)
-        assert process.poll() is None, "the run ended before it could be killed"
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait()
+    kill_after_checkpoint([sys.executable, "-m", "r1jax.main", "--config", SMOKE, "--workdir", str(workdir),
+                           "--config.model.name=tiny-qwen3", *flags], workdir, 2, cwd=REPO)
 
     real_write = metrics_lib.MetricsWriter.write
     written = []
