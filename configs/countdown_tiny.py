@@ -8,11 +8,10 @@ The smallest Countdown (two numbers in 1..99, a target up to 100 reachable with 
 0.8M-parameter model can learn the arithmetic on two CPU cores in minutes.
 
 Stage 0 (`pretrain`, about 8 minutes) trains the model from random weights on synthetic text
-(`r1jax.data.synthetic`): for every training problem, traces of 1-6 distinct attempts written with their
+(`r1jax.data.synthetic`): for every training problem, traces of 1-4 distinct attempts written with their
 values ("57-16=41, 57+16=73") whose LAST attempt is the answer whether or not it hit the target, plus
 single-operation arithmetic drills. The base model so knows the format and the arithmetic but stops
-its search at random, often right after passing over the hit (up to 6 attempts rather than 4 leaves
-it fewer lucky stops: its greedy accuracy is a few points lower, RL's result the same).
+its search at random, often right after passing over the hit.
 
 Stage 1 is GRPO with TinyZero's Countdown reward (1 for a correct equation, 0.1 for a well-formed wrong
 one), evaluated greedily on 256 held-out problems at the start and every 25 steps. What it learns is
@@ -31,7 +30,7 @@ def get_config(arg: str | None = None):
     config.data.countdown.update(min_count=2, max_count=2, max_number=99, max_target=100, train_size=4096,
                                  test_size=256)
     config.pretrain.update(steps=1500, batch_size=8, seq_len=256, learning_rate=2e-3, style="inline",
-                           max_attempts=6, max_value=100, traces_per_example=4, arithmetic_facts=100_000)
+                           max_attempts=4, max_value=100, traces_per_example=4, arithmetic_facts=100_000)
     config.rollout.update(prompts_per_step=16, group_size=8, max_new_tokens=96)
     config.grpo.update(minibatch_size=64)
     config.rewards = [dict(name="countdown", weight=1.0)]
