@@ -60,7 +60,7 @@ def _problem_key(example: CountdownExample) -> tuple[tuple[int, ...], int]:
     return tuple(sorted(example["nums"])), example["target"]
 
 
-def _every_example(source: countdown.CountdownSource) -> list[CountdownExample]:
+def _every_example(source: countdown.DecodedSource) -> list[CountdownExample]:
     return source.__getitems__(range(len(source)))
 
 

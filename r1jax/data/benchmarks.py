@@ -40,7 +40,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from etils import epath
 
-from r1jax.data.countdown import RandomAccessSource
+from r1jax.data.countdown import DecodedSource
 from r1jax.data.tasks import MathExample, read_math_jsonl
 from r1jax.rewards import math as math_reward
 
@@ -140,24 +140,14 @@ class MathBenchmark(tfds.core.GeneratorBasedBuilder):
         yield from enumerate(read_benchmark(self.builder_config, os.fspath(path)))
 
 
-class BenchmarkSource:
-    """Random access to the 'test' split as `MathExample`s (TFDS without TensorFlow yields bytes)."""
-
-    def __init__(self, records: RandomAccessSource[dict[str, Any]]) -> None:
-        self._records = records
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def __getitem__(self, index: int) -> MathExample:
-        record = self._records[index]
-        return MathExample(question=record["question"].decode("utf-8"), answer=record["answer"].decode("utf-8"))
+def _to_math_example(record: dict[str, Any]) -> MathExample:
+    return MathExample(question=record["question"].decode("utf-8"), answer=record["answer"].decode("utf-8"))
 
 
-def load(name: str, *, manual_dir: str, data_dir: str | os.PathLike[str]) -> BenchmarkSource:
+def load(name: str, *, manual_dir: str, data_dir: str | os.PathLike[str]) -> DecodedSource[MathExample]:
     """The test split of benchmark `name`, built under `data_dir` from `manual_dir`'s file on first use."""
     check_manual_dir(name, manual_dir)
     builder = MathBenchmark(config=name, data_dir=os.fspath(data_dir), file_format="array_record")
     with contextlib.redirect_stdout(io.StringIO()):  # TFDS's size notes, as in countdown.build
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-    return BenchmarkSource(builder.as_data_source("test"))
+    return DecodedSource(builder.as_data_source("test"), _to_math_example)

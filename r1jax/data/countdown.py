@@ -25,8 +25,8 @@ import io
 import logging
 import os
 import random
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, TypedDict, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 import numpy as np
 from etils import epath
@@ -158,17 +158,18 @@ class _WithoutCustomConfigNotice(logging.Filter):
 logging.getLogger("absl").addFilter(_WithoutCustomConfigNotice())
 
 
-class CountdownSource:
-    """Random access to one split as plain Python values (TFDS without TensorFlow yields bytes and NumPy)."""
+class DecodedSource(Generic[_T_co]):
+    """Random access to one split through `decode`: TFDS without TensorFlow yields bytes and NumPy values."""
 
-    def __init__(self, records: RandomAccessSource[dict[str, Any]]) -> None:
+    def __init__(self, records: RandomAccessSource[dict[str, Any]], decode: Callable[[dict[str, Any]], _T_co]) -> None:
         self._records = records
+        self._decode = decode
 
     def __len__(self) -> int:
         return len(self._records)
 
-    def __getitem__(self, index: int) -> CountdownExample:
-        return _to_example(self._records[index])
+    def __getitem__(self, index: int) -> _T_co:
+        return self._decode(self._records[index])
 
     def __getitems__(self, indices: Sequence[int]) -> list[CountdownExample]:
         """Batched read: several times faster per example than indexing one at a time."""
@@ -185,9 +186,9 @@ def _to_example(record: dict[str, Any]) -> CountdownExample:
 
 def load(
     split: str, *, data_dir: str | os.PathLike[str], config: CountdownConfig = DEFAULT_CONFIG
-) -> CountdownSource:
+) -> DecodedSource[CountdownExample]:
     """Random-access examples of `split` ('train', 'test', or TFDS slicing such as 'train[:1%]')."""
-    return CountdownSource(build(config, data_dir=data_dir).as_data_source(split))
+    return DecodedSource(build(config, data_dir=data_dir).as_data_source(split), _to_example)
 
 
 def iterate(
