@@ -164,10 +164,10 @@ def trained_minibatch(batch: Mapping[str, np.ndarray], rows: np.ndarray, *, skip
     """The rows of minibatch `rows` the train step runs on, with that minibatch's token and row counts.
 
     Without a KL term a row whose advantage is 0 (or with no trained token) has a zero gradient, so with
-    `skip_zero_advantage` only the other rows are kept (late in a run most groups are all right or all wrong); given the whole
-    minibatch's counts, the loss and gradient are unchanged. The kept count is padded, with masked
-    copies of a kept row, to a multiple of a quarter of the minibatch that `row_multiple` (data shards,
-    microbatch size) divides: few shapes to compile.
+    `skip_zero_advantage` only the other rows are kept (late in a run most groups are all right or all
+    wrong); given the whole minibatch's counts, the loss and gradient are unchanged. The kept count is
+    padded, with masked copies of a kept row, to a multiple of a quarter of the minibatch that
+    `row_multiple` (data shards, microbatch size) divides: few shapes to compile.
     """
     informative = (batch["advantages"][rows] != 0) & (batch["mask"][rows].sum(1) > 0)
     kept = rows[informative] if skip_zero_advantage else rows
