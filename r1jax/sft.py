@@ -535,8 +535,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         nll, _, count = completion_loss_terms(model_config, params, rows)
         return nll, count
 
+    # Padded once; evaluate() runs only when there are held-out rows (validated).
+    padded_eval_rows = None if eval_rows is None else eval_rows.padded_to_multiple(config.batch_size, pad_id)
+
     def evaluate() -> dict[str, float]:
-        rows = eval_rows.padded_to_multiple(config.batch_size, pad_id)
+        rows = padded_eval_rows
         totals = [eval_sums(state["params"], jax.device_put(rows.select(np.arange(i, i + config.batch_size)),
                                                              batch_shardings))
                   for i in range(0, len(rows.tokens), config.batch_size)]
