@@ -7,6 +7,7 @@ setup(
     description="JAX/Flax stack for training reasoning language models the DeepSeek-R1 way",
     python_requires=">=3.11",
     packages=find_packages(include=["r1jax", "r1jax.*"]),
+    package_data={"r1jax": ["rules/*.json"]},  # the sharding rule presets (r1jax.sharding)
     install_requires=[
         "jax>=0.10",
         "flax>=0.12",

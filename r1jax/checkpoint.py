@@ -30,7 +30,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 PyTree = Any
@@ -140,9 +142,8 @@ class PreemptionGuard:
     each step, saves with `force=True`, waits for the save and returns. Previous handlers come back
     on exit. Must be entered on the main thread (a Python rule for signal handlers).
 
-    On multi-host jobs every process must agree to stop at the same step; there, combine the flag
-    with `jax.experimental.multihost_utils.reached_preemption_sync_point(step)` (needs
-    `jax.distributed`), which `Checkpointer.save` already consults.
+    On multi-host jobs every process must stop at the same step, though the signal may reach the hosts
+    at different ones: the loop asks `stop_agreed()` once per step, which every process answers alike.
     """
 
     def __init__(self, signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT)):
@@ -154,6 +155,13 @@ class PreemptionGuard:
     def _handle(self, signum: int, frame: types.FrameType | None) -> None:
         self.received = signal.Signals(signum)
         self.requested = True
+
+    def stop_agreed(self) -> bool:
+        """Whether to save and stop after this step: a signal reached this process or, in a multi-process
+        job, any of them (a gather, so every process must call it at the same step)."""
+        if jax.process_count() == 1:
+            return self.requested
+        return bool(multihost_utils.process_allgather(np.int32(self.requested)).any())
 
     def __enter__(self) -> PreemptionGuard:
         for sig in self._signals:

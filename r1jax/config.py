@@ -49,10 +49,16 @@ def base_config() -> ml_collections.ConfigDict:
         attention_impl="xla",
     ))
     config.mesh = ml_collections.ConfigDict(dict(
-        data=-1,  # -1: the devices the other axes leave
+        data=-1,  # -1: the devices the other axes leave (in each slice)
         fsdp=1,
         tensor=1,
-        rules="fsdp_tensor",  # a preset of r1jax.sharding.RULE_PRESETS, or a list of (logical, mesh axes)
+        # Slices (TPU) or hosts (GPU) each axis spans over the data-centre network; the axis is dcn_x * x long.
+        dcn_data=1,
+        dcn_fsdp=1,
+        dcn_tensor=1,
+        # A preset (a file stem of r1jax/rules/: fsdp_tensor, fsdp, tensor_decode), a path to a JSON rule
+        # file, or a list of (logical, mesh axes).
+        rules="fsdp_tensor",
     ))
     return config
 
@@ -94,6 +100,9 @@ def grpo_config() -> ml_collections.ConfigDict:
         top_p=1.0,
         min_p=0.0,
         stop_strings=("</answer>",),
+        # The sampler's sharding rules (as mesh.rules), e.g. 'tensor_decode'; '' samples in the training layout.
+        # The weights are resharded to them before each rollout.
+        rules="",
     ))
     config.grpo = ml_collections.ConfigDict(dict(
         loss_type="dr_grpo",
@@ -194,24 +203,39 @@ def distill_config() -> ml_collections.ConfigDict:
 
 @dataclasses.dataclass(frozen=True)
 class Hardware:
-    """A machine a config can target: how many JAX devices it has, their memory, and the mesh used on it."""
+    """A machine a config can target: its JAX devices, their memory, and the mesh used on it."""
 
-    devices: int
+    devices: int  # in all slices (hosts)
     memory_gib: float  # accelerator memory per device
-    mesh: Mapping[str, int]  # sizes of data/fsdp/tensor, multiplying to `devices`
+    mesh: Mapping[str, int]  # in-slice sizes of data/fsdp/tensor
+    dcn: Mapping[str, int] = dataclasses.field(default_factory=dict)  # slices (hosts) per axis; 1 when absent
+    topology: str = ""  # a TPU slice's topology name (`jax.experimental.topologies`), e.g. 'v5e:16x16'
 
 
 # Mesh presets for real machines. Tensor parallelism stays at 2 ways, inside fast links (NVLink, a
 # TPU slice's ICI), where it also splits the vocabulary logits and keeps decode from gathering whole
-# weights; 2 divides the KV heads of every Qwen2.5 model. FSDP takes the other devices, so the
-# optimizer state is spread over all of them. A TPU v4 or v5p chip is one JAX device (megacore):
-# 'v4-8' (8 TensorCores) is 4 devices, 'v5p-16' is 8.
+# weights; 2 divides the KV heads of every Qwen2.5 model. FSDP takes the other devices of a slice, so
+# the optimizer state is spread over all of them. Across slices or GPU hosts (DCN) only `data` is
+# split: one gradient all-reduce per step crosses the slow network. Names are the cloud's: a TPU v4 or
+# v5p chip is one JAX device (megacore) but counts as 2 cores, so 'v4-8' is 4 devices and 'v5p-16' 8;
+# v5e and v6e name chips, one device each. Memory per device: v4 32 GiB, v5e 16, v5p 95, v6e 32.
 HARDWARE: dict[str, Hardware] = {
     "gpu8": Hardware(devices=8, memory_gib=80, mesh=dict(data=1, fsdp=4, tensor=2)),  # 8 x H100/A100-80GB
-    "v4-8": Hardware(devices=4, memory_gib=32, mesh=dict(data=1, fsdp=2, tensor=2)),
-    "v5e-8": Hardware(devices=8, memory_gib=16, mesh=dict(data=1, fsdp=4, tensor=2)),
-    "v5p-16": Hardware(devices=8, memory_gib=95, mesh=dict(data=1, fsdp=4, tensor=2)),
-    "v5e-32": Hardware(devices=32, memory_gib=16, mesh=dict(data=1, fsdp=16, tensor=2)),
+    # Two such hosts; the granules of the DCN axis are processes, one per host.
+    "gpu8x2": Hardware(devices=16, memory_gib=80, mesh=dict(data=1, fsdp=4, tensor=2), dcn=dict(dcn_data=2)),
+    "v4-8": Hardware(devices=4, memory_gib=32, mesh=dict(data=1, fsdp=2, tensor=2), topology="v4:2x2x1"),
+    "v4-32": Hardware(devices=16, memory_gib=32, mesh=dict(data=1, fsdp=8, tensor=2), topology="v4:2x2x4"),
+    "v5e-8": Hardware(devices=8, memory_gib=16, mesh=dict(data=1, fsdp=4, tensor=2), topology="v5e:2x4"),
+    "v5e-16": Hardware(devices=16, memory_gib=16, mesh=dict(data=1, fsdp=8, tensor=2), topology="v5e:4x4"),
+    "v5e-32": Hardware(devices=32, memory_gib=16, mesh=dict(data=1, fsdp=16, tensor=2), topology="v5e:4x8"),
+    "v5e-256": Hardware(devices=256, memory_gib=16, mesh=dict(data=1, fsdp=128, tensor=2), topology="v5e:16x16"),
+    "2xv5e-256": Hardware(devices=512, memory_gib=16, mesh=dict(data=1, fsdp=128, tensor=2), dcn=dict(dcn_data=2),
+                          topology="v5e:16x16"),
+    "v5p-16": Hardware(devices=8, memory_gib=95, mesh=dict(data=1, fsdp=4, tensor=2), topology="v5:2x2x2"),
+    "v5p-64": Hardware(devices=32, memory_gib=95, mesh=dict(data=1, fsdp=16, tensor=2), topology="v5:2x4x4"),
+    "v5p-128": Hardware(devices=64, memory_gib=95, mesh=dict(data=1, fsdp=32, tensor=2), topology="v5:4x4x4"),
+    "v6e-8": Hardware(devices=8, memory_gib=32, mesh=dict(data=1, fsdp=4, tensor=2), topology="v6e:2x4"),
+    "v6e-64": Hardware(devices=64, memory_gib=32, mesh=dict(data=1, fsdp=32, tensor=2), topology="v6e:8x8"),
 }
 
 
@@ -231,8 +255,10 @@ def parse_variant(arg: str | None, *, machines: Sequence[str], options: Sequence
 
 
 def use_hardware(config: ml_collections.ConfigDict, name: str) -> None:
-    """Sets `config.mesh` to the layout of `HARDWARE[name]`."""
-    config.mesh.update(HARDWARE[name].mesh)
+    """Sets `config.mesh` to the layout of `HARDWARE[name]` (its in-slice and DCN sizes)."""
+    hardware = HARDWARE[name]
+    config.mesh.update(hardware.mesh)
+    config.mesh.update({axis: hardware.dcn.get(axis, 1) for axis in sharding.DCN_AXES})
 
 
 def _fail(key: str, message: str):
@@ -254,7 +280,8 @@ def validate(config: ml_collections.ConfigDict, *, known_modes: Iterable[str], n
     try:
         mesh_shape = sharding.resolve_mesh_shape(dict(config.mesh), num_devices)
     except ValueError as e:
-        _fail("mesh", f"{e}; make data*fsdp*tensor equal the device count, or set one axis to -1 to fill")
+        _fail("mesh", f"{e}; make data*fsdp*tensor (times dcn_data*dcn_fsdp*dcn_tensor, the slices) equal the "
+                      "device count, or set one of data/fsdp/tensor to -1 to fill")
     try:
         rules = sharding.get_rules(config.mesh.rules)
     except ValueError as e:
@@ -325,6 +352,11 @@ def _validate_grpo(config: ml_collections.ConfigDict, batch_ways: int) -> None:
     if r.group_size < 2:
         _fail("rollout.group_size", f"{r.group_size} must be at least 2: advantages compare samples of one prompt")
     validate_generation(r, "rollout.")
+    if r.rules:
+        try:
+            sharding.get_rules(r.rules)
+        except ValueError as e:
+            _fail("rollout.rules", f"{e}; or '' to sample in the training layout")
     rows = r.prompts_per_step * r.group_size
     if g.minibatch_size <= 0 or rows % g.minibatch_size:
         _fail("grpo.minibatch_size", f"{g.minibatch_size} must divide prompts_per_step * group_size = {rows}")

@@ -1,7 +1,8 @@
 """Command line: `python -m r1jax.main --config configs/<x>.py[:variant] [--workdir DIR] [--config.a.b=v]`.
 
-Parses flags, validates the config before anything is compiled or written, then calls the mode's
-`run(config, workdir)`; tests and notebooks import those functions directly.
+Parses flags, joins a multi-process job if this is one (`r1jax.distributed`), validates the config before
+anything is compiled or written, then calls the mode's `run(config, workdir)`; tests and notebooks import
+those functions directly.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from r1jax.modes import MODES
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally ':variant'.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go (default: workdir/<config name>).")
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 in a multi-process run (else $R1JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Processes in a multi-process run (else $R1JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "This process's index in a multi-process run (else $R1JAX_PROCESS_ID).")
 
 
 def default_workdir() -> str:
@@ -35,18 +42,25 @@ def main(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:
         absl_logging.set_verbosity(absl_logging.WARNING)
 
+    from r1jax import distributed
     from r1jax.config import ConfigError, validate
 
     config = _CONFIG.value
     try:
+        distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        if jax.process_count() > 1 and config.mode not in distributed.MULTIHOST_MODES:
+            raise ConfigError(f"config.mode: {config.mode!r} runs in a single process; multi-process runs are "
+                              f"for the modes {', '.join(distributed.MULTIHOST_MODES)}")
         validate(config, known_modes=MODES, num_devices=jax.device_count())
-    except ConfigError as e:
+    except (distributed.SetupError, ConfigError) as e:
         print(f"r1jax: {e}", file=sys.stderr)
         sys.exit(2)
+    distributed.silence_other_processes()
     workdir = _WORKDIR.value or default_workdir()
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    if distributed.is_main_process():
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
     importlib.import_module(MODES[config.mode]).run(config, workdir)
 
 

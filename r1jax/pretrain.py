@@ -14,10 +14,9 @@ import os
 import shutil
 import time
 
-import jax
 import ml_collections
 
-from r1jax import hf, optim, sft
+from r1jax import distributed, hf, optim, sft
 from r1jax import model as model_lib
 from r1jax.data import synthetic
 from r1jax.tokenizer import Tokenizer
@@ -71,13 +70,16 @@ def pretrain_base(config: ml_collections.ConfigDict, model_config: model_lib.Mod
                        seq_len=p.seq_len, optimizer_config=optimizer_config, seed=config.seed,
                        log_every=max(p.steps // 5, 1))
     seconds = time.perf_counter() - start
-    partial = out + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    hf.save_pretrained(model_config, jax.device_get(result.params), partial)
-    tokenizer.save(partial)
-    with open(os.path.join(partial, "pretrain.json"), "w") as f:
-        json.dump(dict(steps=p.steps, seconds=seconds, traces=len(pairs), losses=result.losses), f)
-    os.replace(partial, out)
+    params = distributed.to_host(result.params)
+    if distributed.is_main_process():
+        partial = out + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        hf.save_pretrained(model_config, params, partial)
+        tokenizer.save(partial)
+        with open(os.path.join(partial, "pretrain.json"), "w") as f:
+            json.dump(dict(steps=p.steps, seconds=seconds, traces=len(pairs), losses=result.losses), f)
+        os.replace(partial, out)
+    distributed.barrier("pretrained base written")  # the others read it next
     return out
 
 

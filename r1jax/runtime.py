@@ -8,15 +8,20 @@ from jax.sharding import Mesh
 
 import os
 
-from r1jax import hf
+from r1jax import distributed, hf
 from r1jax import model as model_lib
 from r1jax import sharding
 from r1jax.tokenizer import Tokenizer, load_tokenizer
 
 
 def mesh_and_rules(config: ml_collections.ConfigDict) -> tuple[Mesh, sharding.Rules]:
-    axis_sizes = {axis: config.mesh[axis] for axis in sharding.MESH_AXES}
-    return sharding.make_mesh(axis_sizes), sharding.get_rules(config.mesh.rules)
+    return sharding.make_mesh(dict(config.mesh)), sharding.get_rules(config.mesh.rules)
+
+
+def param_shardings(model_config: model_lib.ModelConfig, mesh: Mesh, rules: sharding.Rules):
+    """NamedShardings of the model's parameter tree under `rules`."""
+    return sharding.param_shardings(model_lib.param_logical_axes(model_config), model_lib.param_shapes(model_config),
+                                    mesh, rules)
 
 
 def model_config(config: ml_collections.ConfigDict, checkpoint: str = "") -> model_lib.ModelConfig:
@@ -36,8 +41,7 @@ def load_or_init_params(config: ml_collections.ConfigDict, model_config: model_l
                         rules: sharding.Rules, checkpoint: str = "") -> model_lib.Params:
     """Parameters born on their shardings: read from the HF checkpoint (`checkpoint`, else `model.checkpoint`),
     or randomly initialised from `seed`."""
-    shardings = sharding.param_shardings(model_lib.param_logical_axes(model_config),
-                                         model_lib.param_shapes(model_config), mesh, rules)
+    shardings = param_shardings(model_config, mesh, rules)
     checkpoint = checkpoint or config.model.checkpoint
     if checkpoint:
         return hf.load_params(checkpoint, model_config, shardings)
@@ -49,5 +53,9 @@ def tokenizer(config: ml_collections.ConfigDict, workdir: str) -> Tokenizer:
     from r1jax.data import char_tokenizer
 
     if config.tokenizer == "char":
-        return load_tokenizer(char_tokenizer.write_char_tokenizer(os.path.join(workdir, "tokenizer")))
+        directory = os.path.join(workdir, "tokenizer")
+        if distributed.is_main_process():
+            char_tokenizer.write_char_tokenizer(directory)
+        distributed.barrier("char tokenizer written")
+        return load_tokenizer(directory)
     return load_tokenizer(config.tokenizer or config.model.checkpoint)

@@ -42,7 +42,7 @@ import numpy as np
 from flax import linen as nn
 
 from r1jax import model as model_lib
-from r1jax import sharding
+from r1jax import distributed, sharding
 from r1jax.model import KVCache, ModelConfig, Params
 
 Prompts = Sequence[Sequence[int]]
@@ -411,7 +411,8 @@ def generate(config: ModelConfig, params: Params, prompts: Prompts, *, max_new_t
     state = _continue_sampling(config, spec, pad_id, params, state, eos_E, stop_JxM)
 
     rows = num_prompts * num_samples
-    tokens, logprobs, lengths, done = jax.device_get(
+    # Whole on every process: each decodes and scores from them (see the GRPO trainer).
+    tokens, logprobs, lengths, done = distributed.to_host(
         (state.tokens_BxN, state.logprobs_BxN, state.lengths_B, state.done_B))
     result = SampleResult(tokens=np.array(tokens[:rows]), lengths=np.array(lengths[:rows]),
                           logprobs=np.array(logprobs[:rows]), finished=np.array(done[:rows]))

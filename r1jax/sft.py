@@ -46,7 +46,7 @@ import optax
 from r1jax import checkpoint as checkpoint_lib
 from r1jax import metrics as metrics_lib
 from r1jax import model as model_lib
-from r1jax import hf, optim, plotting, runtime, sampler, sharding
+from r1jax import distributed, hf, optim, plotting, runtime, sampler, sharding
 from r1jax.data import records
 from r1jax.model import ModelConfig, Params
 from r1jax.tokenizer import Tokenizer, load_tokenizer
@@ -424,10 +424,12 @@ def _data_files(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, s
     paths = []
     for split, examples, traces in (("train", train, j.traces_per_example), ("eval", test, 1)):
         path = os.path.join(workdir, "data", f"{d.synthetic}_{split}.jsonl")
-        records.write_records(path, journey.corpus(
-            examples, variant=d.synthetic, seed=config.seed, traces_per_example=traces, min_wrong=j.min_wrong,
-            max_wrong=j.max_wrong, style=j.style, max_value=j.max_value or None))
+        if distributed.is_main_process():
+            records.write_records(path, journey.corpus(
+                examples, variant=d.synthetic, seed=config.seed, traces_per_example=traces, min_wrong=j.min_wrong,
+                max_wrong=j.max_wrong, style=j.style, max_value=j.max_value or None))
         paths.append(path)
+    distributed.barrier("sft data written")  # the others read these files next
     return paths[0], paths[1]
 
 
@@ -522,7 +524,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             raise ValueError(f"the training data changed since the checkpoint in {checkpointer.directory} "
                              f"({metadata.get('data')} then, {data_signature} now); use a new workdir")
         print(f"resumed from step {restored_step} in {checkpointer.directory}")
-    writer = metrics_lib.MetricsWriter(workdir, resume_step=None if restored_step is None else restored_step + 1)
+    writer = metrics_lib.MetricsWriter(workdir, resume_step=None if restored_step is None else restored_step + 1,
+                                       enabled=distributed.is_main_process())
     train_step = make_train_step(model_config, optimizer, schedule, state_shardings,
                                  microbatch_size=config.sft.microbatch_size,
                                  teacher_config=None if teacher is None else teacher.config,
@@ -540,8 +543,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     def evaluate() -> dict[str, float]:
         rows = padded_eval_rows
-        totals = [eval_sums(state["params"], jax.device_put(rows.select(np.arange(i, i + config.batch_size)),
-                                                             batch_shardings))
+        totals = [eval_sums(state["params"], distributed.host_to_global(
+                      rows.select(np.arange(i, i + config.batch_size)), batch_shardings))
                   for i in range(0, len(rows.tokens), config.batch_size)]
         nll, count = np.sum(jax.device_get(totals), axis=0)
         return {"eval/loss": float(nll / count)}
@@ -558,13 +561,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 print(_format_metrics(0, last_eval))
             while step < config.steps:
                 rows = train_rows.select(batches.rows(step))
-                state, metrics = train_step(state, teacher_params, jax.device_put(rows, batch_shardings),
+                state, metrics = train_step(state, teacher_params, distributed.host_to_global(rows, batch_shardings),
                                             trained_tokens(rows))
                 pending.append(metrics)
                 window_tokens += float((rows.segment_ids > 0).sum())
                 step += 1
                 # Read once: a SIGTERM from here on forces this step's save and ends the run after it.
-                stop = preemption.requested
+                stop = preemption.stop_agreed()
                 last = step == config.steps or stop
                 save = last or step % config.checkpoint_every == 0
                 evaluation = {}
@@ -600,7 +603,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if step < config.steps:
         return summary  # preempted: the next run in this workdir continues
     export_dir = os.path.join(workdir, "hf_export")
-    hf.save_pretrained(model_config, state["params"], export_dir)
+    params = distributed.gather_for_writing(state["params"])
+    if not distributed.is_main_process():
+        return dict(summary, export_dir=export_dir)
+    hf.save_pretrained(model_config, params, export_dir)
     tokenizer.save(export_dir)
     history = metrics_lib.read_metrics(os.path.join(workdir, metrics_lib.METRICS_FILE))
     keys = [k for k in ("loss", "eval/loss", "nll", "kl", "grad_norm", "learning_rate") if any(k in r for r in history)]

@@ -3,78 +3,142 @@
 The model names logical axes (`embed`, `mlp`, `heads`, `activation_batch`, ...); a rule table maps
 each to mesh axes (`data`, `fsdp`, `tensor`). Configs choose the mesh shape and the rule table; no
 model code names a mesh axis.
+
+Rule tables are JSON files in `r1jax/rules/` (presets, named by file stem), other JSON files of the
+same layout, or explicit lists. Each preset's `description` says when to use it.
+
+A mesh spans one slice (one TPU slice, or one GPU host), or several joined by the slower data-centre
+network (DCN): then each mesh axis is `dcn_<axis> * <axis>` long, the DCN part outermost, so that
+each slice (or GPU host) holds one contiguous block of it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
+import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from flax import linen as nn
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
+DCN_AXES = tuple(f"dcn_{axis}" for axis in MESH_AXES)  # config keys: how many slices each mesh axis spans
 
 Rules = tuple[tuple[str, Any], ...]
 
-# FSDP over `fsdp`, Megatron-style tensor parallelism over `tensor`, batch over `data` and `fsdp`.
-# With tensor=1 it is pure FSDP, with fsdp=tensor=1 pure data parallelism.
-FSDP_TENSOR_RULES: Rules = (
-    ("activation_batch", ("data", "fsdp")),
-    ("activation_length", None),
-    ("activation_embed", None),
-    ("activation_heads", "tensor"),
-    ("activation_kv_heads", "tensor"),
-    ("activation_mlp", "tensor"),
-    ("activation_vocab", "tensor"),
-    ("vocab", "tensor"),
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("head_dim", None),
-    ("layers", None),
-    ("norm", None),
-)
 
-RULE_PRESETS: dict[str, Rules] = {"fsdp_tensor": FSDP_TENSOR_RULES}
+def _as_rules(pairs: Sequence[Sequence[Any]], source: str) -> Rules:
+    """(logical axis, None | mesh axis | mesh axes) pairs, checked against MESH_AXES."""
+    rules = []
+    for pair in pairs:
+        if len(pair) != 2 or not isinstance(pair[0], str):
+            raise ValueError(f"{source}: {pair!r} is not a (logical axis, mesh axes) pair")
+        logical, mesh_axes = pair
+        names = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes or ())
+        unknown = [name for name in names if name not in MESH_AXES]
+        if unknown:
+            raise ValueError(f"{source}: {logical!r} maps to {unknown}, not mesh axes of {MESH_AXES}")
+        rules.append((logical, tuple(mesh_axes) if isinstance(mesh_axes, (list, tuple)) else mesh_axes))
+    return tuple(rules)
 
 
-def resolve_mesh_shape(axis_sizes: dict[str, int], num_devices: int) -> tuple[int, ...]:
-    """Sizes for `MESH_AXES`; one axis may be -1 to take the devices the others leave."""
+def load_rules_file(path: str | os.PathLike) -> Rules:
+    """A JSON rule file: `{"description": ..., "rules": [[logical axis, null | mesh axis | [mesh axes]], ...]}`."""
+    with open(path, encoding="utf-8") as f:
+        content = json.load(f)
+    if not isinstance(content, dict) or not isinstance(content.get("rules"), list):
+        raise ValueError(f"{path}: expected a JSON object whose 'rules' is a list of [logical axis, mesh axes]")
+    return _as_rules(content["rules"], str(path))
+
+
+def _rule_presets() -> dict[str, Rules]:
+    folder = importlib.resources.files("r1jax") / "rules"
+    return {entry.name.removesuffix(".json"): load_rules_file(entry)
+            for entry in sorted(folder.iterdir(), key=lambda e: e.name) if entry.name.endswith(".json")}
+
+
+RULE_PRESETS: dict[str, Rules] = _rule_presets()
+# The default for training (config.mesh.rules): FSDP over `fsdp`, tensor parallelism over `tensor`.
+FSDP_TENSOR_RULES: Rules = RULE_PRESETS["fsdp_tensor"]
+
+
+def get_rules(rules: str | Sequence[Sequence[Any]]) -> Rules:
+    """A preset name (a file stem in r1jax/rules/), a JSON rule file's path, or (logical, mesh axes) pairs."""
+    if isinstance(rules, str):
+        if rules in RULE_PRESETS:
+            return RULE_PRESETS[rules]
+        if os.path.isfile(rules):
+            return load_rules_file(rules)
+        raise ValueError(f"unknown sharding rules {rules!r}: give a preset ({', '.join(sorted(RULE_PRESETS))}), "
+                         "a path to a JSON rule file, or a list of (logical axis, mesh axes) pairs")
+    return _as_rules(rules, "rules")
+
+
+def dcn_mesh_shape(axis_sizes: Mapping[str, int]) -> tuple[int, ...]:
+    """How many slices (or GPU hosts) each of `MESH_AXES` spans: the `dcn_<axis>` sizes, 1 when absent."""
+    sizes = tuple(int(axis_sizes.get(name, 1)) for name in DCN_AXES)
+    if any(s < 1 for s in sizes):
+        raise ValueError(f"DCN mesh axes must be positive, got {dict(zip(DCN_AXES, sizes))}")
+    return sizes
+
+
+def ici_mesh_shape(axis_sizes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
+    """Sizes of `MESH_AXES` inside one slice; one may be -1 to take the devices the others leave."""
     sizes = [int(axis_sizes.get(name, 1)) for name in MESH_AXES]
+    shown = dict(zip(MESH_AXES, sizes))
+    dcn = dcn_mesh_shape(axis_sizes)
+    slices = math.prod(dcn)
+    across = f" x {slices} slices ({dict(zip(DCN_AXES, dcn))})" if slices > 1 else ""
     fill = [i for i, s in enumerate(sizes) if s == -1]
     if len(fill) > 1:
-        raise ValueError(f"only one mesh axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+        raise ValueError(f"only one mesh axis may be -1, got {shown}")
     if any(s == 0 or s < -1 for s in sizes):
-        raise ValueError(f"mesh axis sizes must be positive or -1, got {dict(zip(MESH_AXES, sizes))}")
-    known = math.prod(s for s in sizes if s != -1)
+        raise ValueError(f"mesh axis sizes must be positive or -1, got {shown}")
+    known = math.prod(s for s in sizes if s != -1) * slices
     if fill:
         if num_devices % known:
-            raise ValueError(f"mesh axes {dict(zip(MESH_AXES, sizes))} cannot fill {num_devices} devices")
+            raise ValueError(f"mesh axes {shown}{across} cannot fill {num_devices} devices")
         sizes[fill[0]] = num_devices // known
-    if math.prod(sizes) != num_devices:
-        raise ValueError(f"mesh axes {dict(zip(MESH_AXES, sizes))} multiply to {math.prod(sizes)}, "
+    if math.prod(sizes) * slices != num_devices:
+        raise ValueError(f"mesh axes {shown}{across} multiply to {math.prod(sizes) * slices}, "
                          f"but there are {num_devices} devices")
     return tuple(sizes)
 
 
-def make_mesh(axis_sizes: dict[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+def resolve_mesh_shape(axis_sizes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
+    """The whole mesh's sizes of `MESH_AXES`: in-slice sizes times DCN sizes (see `ici_mesh_shape`)."""
+    return tuple(i * d for i, d in zip(ici_mesh_shape(axis_sizes, num_devices), dcn_mesh_shape(axis_sizes)))
+
+
+def device_grid(axis_sizes: Mapping[str, int], devices: Sequence[Any]) -> np.ndarray:
+    """`devices` arranged as the mesh (`MESH_AXES` order), following the physical topology where known.
+
+    Across slices (any `dcn_<axis>` > 1) the granules are TPU slices (`slice_index`), or processes on
+    other platforms (one per GPU host). Physical axes may be split, e.g. a 16x16 v5e slice into 128x2:
+    `jax.make_mesh` allows that on v5e only, and could not lay out the v5p-128 or v6e-64 presets.
+    """
+    ici, dcn = ici_mesh_shape(axis_sizes, len(devices)), dcn_mesh_shape(axis_sizes)
+    if math.prod(dcn) == 1:
+        slices = {getattr(d, "slice_index", 0) for d in devices} if devices[0].platform == "tpu" else {0}
+        if len(slices) > 1:
+            raise ValueError(f"the devices are {len(slices)} TPU slices: set mesh.dcn_data (or dcn_fsdp) to "
+                             f"{len(slices)}, so that each slice is one block of that mesh axis")
+        return mesh_utils.create_device_mesh(ici, devices, allow_split_physical_axes=True)
+    return mesh_utils.create_hybrid_device_mesh(ici, dcn, devices, process_is_granule=devices[0].platform != "tpu",
+                                                allow_split_physical_axes=True)
+
+
+def make_mesh(axis_sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The mesh of `axis_sizes` (`MESH_AXES` and optionally `DCN_AXES` keys; others are ignored)."""
     devices = list(devices if devices is not None else jax.devices())
-    shape = resolve_mesh_shape(axis_sizes, len(devices))
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
-
-
-def get_rules(rules: str | Sequence[Sequence[Any]]) -> Rules:
-    """A preset name or an explicit list of (logical, mesh axes) pairs."""
-    if isinstance(rules, str):
-        if rules not in RULE_PRESETS:
-            raise ValueError(f"unknown sharding rules {rules!r}; presets: {sorted(RULE_PRESETS)}")
-        return RULE_PRESETS[rules]
-    return tuple((str(logical), tuple(m) if isinstance(m, (list, tuple)) else m) for logical, m in rules)
+    return Mesh(device_grid(axis_sizes, devices), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
 def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules: Rules

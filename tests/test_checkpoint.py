@@ -153,9 +153,9 @@ def test_restore_without_checkpoint_or_sharding_fails_clearly(tmp_path):
 def test_preemption_guard_sets_flag_and_restores_handlers():
     previous_term, previous_int = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with PreemptionGuard() as guard:
-        assert not guard.requested
+        assert not guard.requested and not guard.stop_agreed()
         os.kill(os.getpid(), signal.SIGTERM)
-        assert guard.requested and guard.received == signal.SIGTERM
+        assert guard.requested and guard.received == signal.SIGTERM and guard.stop_agreed()
     assert signal.getsignal(signal.SIGTERM) is previous_term
     assert signal.getsignal(signal.SIGINT) is previous_int
 

@@ -1,4 +1,4 @@
-"""Every shipped config and documented variant: parses, validates, and (GRPO) lowers its train step at full size.
+"""Every shipped config and documented variant: parses, validates, and (GRPO, SFT) lowers its train step at full size.
 
 Paths a user gives on the command line (a Hugging Face checkpoint, data files, a prompts file) are
 placeholders in the config files. Each must fail validation with its own one-line error; the test then
@@ -8,9 +8,10 @@ architecture the config names in `model.name`: validation and the model's shape 
 the real checkpoint, and no weights are needed.
 
 The train step is lowered (traced to StableHLO, not compiled) with abstract inputs carrying the
-shardings a run uses, on the 8 fake CPU devices. A machine preset with fewer devices uses the first
-ones; a bigger one is shrunk by halving its data, then fsdp, then tensor axis until it fits, which keeps
-its kinds of parallelism and every batch divisibility. Shapes stay those of the real model and batch.
+shardings a run uses (`r1jax.aot`), on the 8 fake CPU devices. A machine preset with fewer devices uses
+the first ones; a bigger one has its slices joined into one and is shrunk by halving its data, then fsdp,
+then tensor axis until it fits, which keeps its kinds of parallelism and every batch divisibility. Shapes
+stay those of the real model and batch.
 """
 
 import ast
@@ -22,18 +23,13 @@ import os
 import re
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec
 
+from r1jax import aot, hf, main, pipeline, runtime, sharding
 from r1jax import config as config_lib
-from r1jax import hf, main, optim, pipeline, runtime, sampler, sharding
 from r1jax import model as model_lib
 from r1jax.config import ConfigError, load_config_file, validate
 from r1jax.data import benchmarks
-from r1jax.rl import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
@@ -64,7 +60,7 @@ def _config_module(path):
 
 def _mesh_device_count(mesh_config):
     """The devices a mesh is laid out for; a mesh with a -1 axis fits any count, so the test devices."""
-    sizes = [mesh_config[axis] for axis in sharding.MESH_AXES]
+    sizes = [mesh_config[axis] for axis in (*sharding.MESH_AXES, *sharding.DCN_AXES)]
     return jax.device_count() if -1 in sizes else math.prod(sizes)
 
 
@@ -163,66 +159,26 @@ def test_unknown_or_conflicting_variants_are_rejected(path):
             module.get_config(variant)
 
 
-GRPO_CASES = [case for case in CASES if _load(*case.values).mode == "grpo"]
+TRAIN_CASES = [case for case in CASES if _load(*case.values).mode in aot.TRAIN_MODES]
 
 
 def _test_mesh(mesh_config):
-    """The config's mesh on the test devices (module docstring)."""
-    sizes = {axis: mesh_config[axis] for axis in sharding.MESH_AXES}
-    if -1 in sizes.values():
-        return sharding.make_mesh(sizes)
+    """The config's mesh on the test devices (module docstring), its slices joined into one."""
+    sizes = dict(zip(sharding.MESH_AXES, sharding.resolve_mesh_shape(mesh_config, _mesh_device_count(mesh_config))))
     for axis in sharding.MESH_AXES:
         while math.prod(sizes.values()) > jax.device_count() and sizes[axis] % 2 == 0:
             sizes[axis] //= 2
     return sharding.make_mesh(sizes, jax.devices()[:math.prod(sizes.values())])
 
 
-def _abstract_state(model_config, optimizer, mesh, rules):
-    shapes = model_lib.param_shapes(model_config)
-    param_shardings = sharding.param_shardings(model_lib.param_logical_axes(model_config), shapes, mesh, rules)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, param_shardings)
-    opt_shapes = jax.eval_shape(optimizer.init, params)
-    # Adam's moments sit where their parameters do, as jit(optimizer.init)(params) places them.
-    opt_shardings = optax.tree_map_params(optimizer, lambda _, s: s, opt_shapes, param_shardings,
-                                          transform_non_params=lambda _: replicated)
-    opt_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), opt_shapes,
-                             opt_shardings)
-    return dict(params=params, opt_state=opt_state, step=jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated),
-                rng=jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated))
-
-
-def _abstract_minibatch(config, model_config, mesh, rules):
-    """A minibatch as GRPORun.train_on builds it, at the config's sizes: prompts as long as allowed."""
-    rows, new_tokens = config.grpo.minibatch_size, config.rollout.max_new_tokens
-    prompt_cap = config.rollout.max_prompt_len or model_config.max_position_embeddings
-    prompt_len = config.rollout.max_prompt_len or 64  # without a cap, a short bucket: any length traces alike
-    completions = sampler.SampleResult(np.zeros((rows, new_tokens), np.int32), np.full(rows, new_tokens),
-                                       np.zeros((rows, new_tokens), np.float32), np.ones(rows, bool))
-    rollout = trainer.Rollout([{}] * rows, [[0] * prompt_len] * rows, completions, [""] * rows, {}, np.zeros(rows))
-    batch = trainer.training_batch(rollout, np.zeros(rows), mask_truncated=config.grpo.mask_truncated, pad_id=0,
-                                   prompt_bucket_cap=prompt_cap)
-    if config.grpo.beta > 0:  # the reference policy's log-probs, added by train_on
-        batch["ref_logp"] = batch["old_logp"]
-    return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding.batch_sharding(mesh, rules, v.ndim))
-            for k, v in batch.items()}
-
-
-@pytest.mark.parametrize("path,variant", GRPO_CASES)
-def test_grpo_train_step_lowers_at_full_size_on_the_configured_mesh(path, variant, tmp_path):
+@pytest.mark.parametrize("path,variant", TRAIN_CASES)
+def test_train_step_lowers_at_full_size_on_the_configured_mesh(path, variant, tmp_path):
     config = _validated(path, variant, tmp_path)
-    model_config = runtime.model_config(config)
-    mesh, rules = _test_mesh(config.mesh), sharding.get_rules(config.mesh.rules)
-    optimizer, schedule = optim.make_optimizer(config.optimizer, config.steps)
-    state = _abstract_state(model_config, optimizer, mesh, rules)
-    batch = _abstract_minibatch(config, model_config, mesh, rules)
-    num_items = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec()))
-    train_step = trainer.make_train_step(model_config, config, optimizer, schedule,
-                                         jax.tree.map(lambda x: x.sharding, state))
-    with sharding.use_mesh(mesh, rules):
-        lowered = train_step.lower(state, batch, num_items, num_items)
-    new_state, metrics = lowered.out_info
-    assert jax.tree.map(lambda x: (x.shape, x.dtype), new_state) == jax.tree.map(lambda x: (x.shape, x.dtype), state)
+    step = aot.lower_train_step(config, runtime.model_config(config), _test_mesh(config.mesh),
+                                sharding.get_rules(config.mesh.rules))
+    new_state, metrics = step.lowered.out_info
+    assert jax.tree.map(lambda x: (x.shape, x.dtype), new_state) == \
+        jax.tree.map(lambda x: (x.shape, x.dtype), step.state)
     assert {"loss", "grad_norm", "learning_rate"} <= set(metrics) and metrics["loss"].shape == ()
 
 
@@ -238,10 +194,11 @@ def test_training_state_fits_in_half_the_memory_of_the_chosen_machine(path, vari
     hardware = config_lib.HARDWARE[name]
     config = _validated(path, variant, tmp_path)
     assert {axis: config.mesh[axis] for axis in sharding.MESH_AXES} == dict(hardware.mesh)
-    assert math.prod(hardware.mesh.values()) == hardware.devices
+    assert {axis: config.mesh[axis] for axis in sharding.DCN_AXES} == {
+        axis: hardware.dcn.get(axis, 1) for axis in sharding.DCN_AXES}
 
     model_config = runtime.model_config(config)
-    mesh = jax.sharding.AbstractMesh(tuple(hardware.mesh[a] for a in sharding.MESH_AXES), sharding.MESH_AXES)
+    mesh = jax.sharding.AbstractMesh(sharding.resolve_mesh_shape(config.mesh, hardware.devices), sharding.MESH_AXES)
     shapes = model_lib.param_shapes(model_config)
     shardings = sharding.param_shardings(model_lib.param_logical_axes(model_config), shapes, mesh,
                                          sharding.get_rules(config.mesh.rules))

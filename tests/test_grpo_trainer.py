@@ -10,9 +10,10 @@ import jax
 import numpy as np
 import optax
 import pytest
+from flax import linen as nn
 from interrupted import kill_after_checkpoint
 
-from r1jax import hf, sampler, sft
+from r1jax import hf, runtime, sampler, sft, sharding
 from r1jax import metrics as metrics_lib
 from r1jax import model as model_lib
 from r1jax.config import load_config_file
@@ -172,3 +173,28 @@ def test_the_pretraining_stage_makes_the_base_once_and_rl_starts_from_it(tmp_pat
     monkeypatch.setattr(sft, "train", no_second_pretraining)
     again = trainer.GRPORun(_smoke_config(), str(tmp_path))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(again.state["params"]), base)
+
+
+
+def test_rollouts_sample_from_weights_resharded_to_the_decode_layout(tmp_path, monkeypatch):
+    """The trainer's side of `rollout.rules`; that both layouts sample alike is test_sampler's."""
+    config = _smoke_config()
+    config.pretrain.steps = 0
+    config.mesh.update(data=1, fsdp=4, tensor=2)
+    config.rollout.rules = "tensor_decode"
+    run = trainer.GRPORun(config, str(tmp_path))
+    calls = []
+
+    def recording_generate(model_config, params, prompts, *, num_samples, max_new_tokens, **kwargs):
+        calls.append((jax.tree.map(lambda x: x.sharding, params), tuple(nn.get_logical_axis_rules())))
+        rows = len(prompts) * num_samples
+        return sampler.SampleResult(np.zeros((rows, max_new_tokens), np.int32), np.ones(rows, np.int32),
+                                    np.zeros((rows, max_new_tokens), np.float32), np.ones(rows, bool))
+
+    monkeypatch.setattr(sampler, "generate", recording_generate)
+    run.rollout(run.task.test_examples(4), jax.random.key(0), num_samples=2, temperature=1.0)
+    decode_rules = sharding.get_rules("tensor_decode")
+    training_shardings = runtime.param_shardings(run.model_config, run.mesh, run.rules)
+    assert calls == [(runtime.param_shardings(run.model_config, run.mesh, decode_rules), decode_rules)]
+    assert calls[0][0] != training_shardings
+    assert jax.tree.map(lambda x: x.sharding, run.state["params"]) == training_shardings

@@ -36,6 +36,8 @@ def _benchmark_config(**changes):
     (dict(mesh__data=3), "config.mesh"),
     (dict(mesh__data=-1, mesh__fsdp=-1), "config.mesh"),
     (dict(mesh__rules="nope"), "config.mesh.rules"),
+    (dict(mesh__data=2, mesh__dcn_data=2), "config.mesh"),  # 2 x 2 slices, 8 devices
+    (dict(mesh__dcn_fsdp=0), "config.mesh"),
     (dict(batch_size=6, mesh__data=4, mesh__fsdp=2), "config.batch_size"),
     (dict(batch_size=0), "config.batch_size"),
     (dict(model__name="gpt-17"), "config.model.name"),
@@ -111,6 +113,7 @@ def _countdown_config(**changes):
     (dict(rollout__min_p=-0.1), "config.rollout.min_p"),
     (dict(rollout__top_k=-1), "config.rollout.top_k"),
     (dict(rollout__stop_strings=("",)), "config.rollout.stop_strings"),
+    (dict(rollout__rules="no_such_rules"), "config.rollout.rules"),
     (dict(grpo__minibatch_size=48), "config.grpo.minibatch_size"),
     (dict(grpo__loss_type="ppo"), "config.grpo.loss_type"),
     (dict(grpo__importance_level="word"), "config.grpo.importance_level"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from r1jax import hf, sampler, sharding
+from r1jax import hf, runtime, sampler, sharding
 from r1jax import model as model_lib
 from tests.hf_models import make_hf_model
 
@@ -270,3 +270,24 @@ def test_sharded_sampling_and_beam_search_equal_single_device(layout):
         expected_beams = sampler.beam_search(config, params, PROMPTS, beam_width=2, max_new_tokens=8, eos_ids=[3])
         np.testing.assert_array_equal(beams.tokens, expected_beams.tokens)
         np.testing.assert_allclose(beams.scores, expected_beams.scores, rtol=1e-5)
+
+
+def test_sampling_in_the_decode_layout_equals_the_training_layout():
+    """The trainer reshards the policy to `rollout.rules` before sampling: same tokens, same log-probs."""
+    config = model_lib.get_model_config("tiny")
+    params = jax.tree.map(lambda x: x * 10 if x.ndim >= 2 else x, model_lib.init_params(config, jax.random.key(0)))
+    request = dict(max_new_tokens=8, num_samples=2, temperature=0.8, top_p=0.9, eos_ids=[3], seed=4)
+    mesh = sharding.make_mesh(dict(fsdp=4, tensor=2))
+    training_rules, decode_rules = sharding.FSDP_TENSOR_RULES, sharding.get_rules("tensor_decode")
+    decode_shardings = runtime.param_shardings(config, mesh, decode_rules)
+    assert decode_shardings != runtime.param_shardings(config, mesh, training_rules)
+    training_params = jax.device_put(params, runtime.param_shardings(config, mesh, training_rules))
+    with sharding.use_mesh(mesh, training_rules):
+        expected = sampler.generate(config, training_params, PROMPTS, **request)
+    with sharding.use_mesh(mesh, decode_rules):
+        decode_params = jax.device_put(training_params, decode_shardings)
+        result = sampler.generate(config, decode_params, PROMPTS, **request)
+    assert jax.tree.map(lambda x: x.sharding, decode_params) == decode_shardings
+    np.testing.assert_array_equal(result.tokens, expected.tokens)
+    np.testing.assert_array_equal(result.lengths, expected.lengths)
+    np.testing.assert_allclose(result.logprobs, expected.logprobs, atol=1e-5)

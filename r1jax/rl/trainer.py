@@ -32,7 +32,7 @@ import optax
 from r1jax import checkpoint as checkpoint_lib
 from r1jax import metrics as metrics_lib
 from r1jax import model as model_lib
-from r1jax import hf, optim, plotting, pretrain, runtime, sampler, sharding
+from r1jax import distributed, hf, optim, plotting, pretrain, runtime, sampler, sharding
 from r1jax.data import tasks
 from r1jax.rewards import RewardSet
 from r1jax.rl import grpo
@@ -192,11 +192,15 @@ class GRPORun:
         self.workdir = workdir
         self.mesh, self.rules = runtime.mesh_and_rules(config)
         self.model_config = runtime.model_config(config)
+        # The sampler's layout (`rollout.rules`); the weights are resharded to it before each rollout.
+        self.decode_rules = sharding.get_rules(config.rollout.rules) if config.rollout.rules else self.rules
+        self.decode_shardings = runtime.param_shardings(self.model_config, self.mesh, self.decode_rules)
         self.tokenizer = runtime.tokenizer(config, workdir)
         if self.tokenizer.vocab_size > self.model_config.vocab_size:
             raise ValueError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model only "
                              f"{self.model_config.vocab_size}; set config.model.vocab_size or use the model's tokenizer")
-        self.task = tasks.load_task(config.data, self.tokenizer, workdir)
+        with distributed.main_process_first("task data"):  # built under the workdir on first use
+            self.task = tasks.load_task(config.data, self.tokenizer, workdir)
         self.rewards = RewardSet(list(config.rewards))
         self.pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
         self.eos_ids = tuple(self.tokenizer.eos_ids)
@@ -215,8 +219,10 @@ class GRPORun:
             self.reference_params = jax.tree.map(jnp.copy, params) if config.grpo.beta > 0 else None
             opt_state = jax.jit(self.optimizer.init)(params)
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
-        state = dict(params=params, opt_state=opt_state,
-                     **jax.device_put(dict(step=jnp.zeros((), jnp.int32), rng=jax.random.key(config.seed)), replicated))
+        # Made by a jitted function: device_put cannot place a PRNG key on devices of other processes.
+        counters = jax.jit(lambda: dict(step=jnp.zeros((), jnp.int32), rng=jax.random.key(config.seed)),
+                           out_shardings=replicated)()
+        state = dict(params=params, opt_state=opt_state, **counters)
         self.state_shardings = jax.tree.map(lambda x: x.sharding, state)
         self.checkpointer = checkpoint_lib.Checkpointer(
             os.path.join(workdir, "checkpoints"), save_interval_steps=config.checkpoint_every,
@@ -232,7 +238,8 @@ class GRPORun:
         self.state = state
         # A resumed run rewrites the steps after its checkpoint; drop their earlier records.
         self.writer = metrics_lib.MetricsWriter(
-            workdir, resume_step=None if restored_step is None else restored_step + 1)
+            workdir, resume_step=None if restored_step is None else restored_step + 1,
+            enabled=distributed.is_main_process())
         self.train_step = make_train_step(self.model_config, config, self.optimizer, self.schedule,
                                           self.state_shardings)
         self.reference_logprobs = jax.jit(
@@ -250,17 +257,26 @@ class GRPORun:
         r = self.config.rollout
         start = time.perf_counter()
         prompt_tokens = [self.task.prompt_tokens(e) for e in examples]
-        with sharding.use_mesh(self.mesh, self.rules):
+        with sharding.use_mesh(self.mesh, self.decode_rules):
+            # Shards move between devices; in the training layout this is the same buffers, not a copy.
+            params = jax.device_put(self.state["params"], self.decode_shardings)
             completions = sampler.generate(
-                self.model_config, self.state["params"], prompt_tokens, max_new_tokens=r.max_new_tokens,
+                self.model_config, params, prompt_tokens, max_new_tokens=r.max_new_tokens,
                 num_samples=num_samples, temperature=temperature, top_k=r.top_k, top_p=r.top_p, min_p=r.min_p,
                 eos_ids=self.eos_ids, stop_strings=tuple(r.stop_strings), tokenizer=self.tokenizer, seed=key,
                 max_prompt_len=r.max_prompt_len or None, pad_id=self.pad_id)
         texts = [self.tokenizer.decode(self._without_eos(t[:n])) for t, n in zip(completions.tokens, completions.lengths)]
         generated = time.perf_counter()
         row_examples = [e for e in examples for _ in range(num_samples)]
-        scores = self.rewards.score_batch(texts, row_examples, lengths=completions.lengths.tolist())
-        per_reward, total = scores.as_arrays()
+
+        # Every process holds every completion (the sampler returns them whole); each scores a share of the
+        # rows and gets the others' scores. That splits the scoring (code rewards run tests), and all
+        # processes train on the same rewards even where one is not deterministic (a sandbox's time limit).
+        def score(rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+            return self.rewards.score_batch([texts[r] for r in rows], [row_examples[r] for r in rows],
+                                            lengths=completions.lengths[rows].tolist()).as_arrays()
+
+        per_reward, total = distributed.split_rows_across_processes(score, len(texts))
         return Rollout(row_examples, [p for p in prompt_tokens for _ in range(num_samples)], completions, texts,
                        per_reward, total, generate_seconds=generated - start,
                        score_seconds=time.perf_counter() - generated)
@@ -330,7 +346,7 @@ class GRPORun:
         step_metrics, trained_tokens, trained = [], [], 0
         with sharding.use_mesh(self.mesh, self.rules):
             if self.reference_params is not None:
-                batch["ref_logp"] = np.asarray(self.reference_logprobs(
+                batch["ref_logp"] = distributed.to_host(self.reference_logprobs(
                     self.reference_params, self._on_devices(batch)))
             for _ in range(g.num_iterations):
                 for start in range(0, len(advantages), g.minibatch_size):
@@ -352,8 +368,8 @@ class GRPORun:
         return averaged
 
     def _on_devices(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-        return jax.device_put(dict(batch), {k: sharding.batch_sharding(self.mesh, self.rules, v.ndim)
-                                            for k, v in batch.items()})
+        return distributed.host_to_global(dict(batch), {k: sharding.batch_sharding(self.mesh, self.rules, v.ndim)
+                                                        for k, v in batch.items()})
 
     def rollout_metrics(self, rollout: Rollout) -> dict[str, float]:
         c = rollout.completions
@@ -381,10 +397,11 @@ class GRPORun:
                 while step < c.steps:
                     step += 1
                     last_eval = self._step(step) or last_eval
-                    # The flag is read after the step, so a SIGTERM during it still forces this save.
+                    # Read once, after the step: a SIGTERM during it still forces this save.
+                    stop = preemption.stop_agreed()
                     self.checkpointer.save(step, self.state, {"data_position": self.data_position},
-                                           force=step == c.steps or preemption.requested)
-                    if preemption.requested:
+                                           force=step == c.steps or stop)
+                    if stop:
                         print(f"preempted: saved step {step}, exiting")
                         break
         finally:
@@ -445,7 +462,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if summary["steps"] < config.steps:
         return summary  # preempted: the next run in this workdir continues
     export_dir = os.path.join(workdir, "hf_export")
-    hf.save_pretrained(grpo_run.model_config, grpo_run.state["params"], export_dir)
+    params = distributed.gather_for_writing(grpo_run.state["params"])
+    if not distributed.is_main_process():
+        return dict(summary, export_dir=export_dir)
+    hf.save_pretrained(grpo_run.model_config, params, export_dir)
     grpo_run.tokenizer.save(export_dir)
     curves = plotting.plot_metrics(os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "curves.png"))
     before = (summary["first_eval"] or {}).get("eval/accuracy", float("nan"))
