@@ -1,6 +1,7 @@
 """`mode: benchmark`: compile the forward pass ahead of time, print its memory, then time it.
 
-The quickest end-to-end check of a model, a checkpoint and a mesh on new hardware.
+The quickest end-to-end check of a model, a checkpoint and a mesh on new hardware. Also the hardware
+figures the benchmarks under tools/ divide by: a device's peak matmul rate and its measured copy bandwidth.
 """
 
 from __future__ import annotations
@@ -15,6 +16,43 @@ import ml_collections
 
 from r1jax import model as model_lib
 from r1jax import runtime, sharding
+
+# Dense bf16 peak TFLOP/s per JAX device, by a substring of `device.device_kind` (vendor data sheets;
+# without sparsity). A TPU v4/v5p chip is one JAX device.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L4": 121.0,
+                    "TPU v4": 275.0, "TPU v5 lite": 197.0, "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v5": 459.0,
+                    "TPU v6 lite": 918.0, "TPU v6e": 918.0}
+
+
+def _seconds_per_call(fn, *args, repeats: int = 5) -> float:
+    jax.block_until_ready(fn(*args))  # compile and warm up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def peak_tflops(device: jax.Device | None = None) -> tuple[float, str]:
+    """(TFLOP/s, where the figure comes from): the data-sheet bf16 peak of a known accelerator, else a
+    measured float32 4096^3 matmul (the CPU's practical peak)."""
+    device = device or jax.devices()[0]
+    for kind, tflops in PEAK_BF16_TFLOPS.items():
+        if kind in device.device_kind:
+            return tflops, f"{device.device_kind} bf16 data sheet"
+    n = 4096
+    a = jax.device_put(jnp.ones((n, n), jnp.float32), device)
+    seconds = _seconds_per_call(jax.jit(jnp.matmul), a, a, repeats=3)
+    return 2 * n ** 3 / seconds / 1e12, f"measured f32 {n}^3 matmul on {device.platform}"
+
+
+def copy_bandwidth_gbs(device: jax.Device | None = None, megabytes: int = 1024) -> float:
+    """Measured memory bandwidth, GB/s: bytes read plus written by an elementwise pass over a large array."""
+    device = device or jax.devices()[0]
+    x = jax.device_put(jnp.ones((megabytes * 2 ** 20 // 4,), jnp.float32), device)
+    seconds = _seconds_per_call(jax.jit(lambda x: x + 1), x)
+    return 2 * x.nbytes / seconds / 1e9
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

@@ -87,7 +87,11 @@ def stage_config(stage: Mapping[str, Any], names: Mapping[str, str]) -> ml_colle
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
-    """Runs the unfinished stages in order; returns one record per stage (name, mode, seconds, workdir)."""
+    """Runs the unfinished stages in order; returns one record per stage (name, mode, seconds, workdir).
+
+    `seconds` is wall time; `cpu_seconds` is this process's CPU time (all its threads), the fairer
+    figure when other jobs share the machine.
+    """
     import jax
 
     validate_config(config)
@@ -111,9 +115,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
         with open(os.path.join(stage_dir, "config.json"), "w") as f:
             f.write(stage_cfg.to_json_best_effort(indent=2))
         print(f"stage {stage['name']}: mode {stage_cfg.mode} in {stage_dir}", flush=True)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         importlib.import_module(MODES[stage_cfg.mode]).run(stage_cfg, stage_dir)
-        record = dict(name=stage["name"], mode=stage_cfg.mode, seconds=time.perf_counter() - start, workdir=stage_dir)
+        record = dict(name=stage["name"], mode=stage_cfg.mode, seconds=time.perf_counter() - start,
+                      cpu_seconds=time.process_time() - cpu_start, workdir=stage_dir)
         with open(done_path + ".partial", "w") as f:
             json.dump(record, f)
         os.replace(done_path + ".partial", done_path)

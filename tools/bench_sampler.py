@@ -11,6 +11,13 @@ the text is meaningless but the work is the real work.
     python tools/bench_sampler.py --sizes qwen2.5-0.5b --batches 64 --new-tokens 64
 
 `--new-tokens` applies to every row; rows of large models at large batches take minutes per side.
+
+On an accelerator (`--skip-transformers`: the torch reference here is a CPU build) the last column says
+how close decode comes to the memory-bandwidth bound: every decode step reads all parameters, so at
+most `bandwidth / parameter bytes` steps per second, with bandwidth measured by a large elementwise copy
+(`r1jax.benchmark.copy_bandwidth_gbs`). Decode time is the full generation minus the time to first token.
+
+    python tools/bench_sampler.py --sizes qwen2.5-0.5b qwen2.5-1.5b --dtype bfloat16 --skip-transformers  # GPU
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import numpy as np
 import torch
 import transformers
 
-from r1jax import hf, sampler
+from r1jax import benchmark, hf, sampler
 from r1jax import model as model_lib
 
 
@@ -81,32 +88,41 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per measurement; the fastest counts")
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--dtype", default="float32", help="r1jax's parameter and compute dtype")
     args = parser.parse_args()
     print(machine_line())
+    bandwidth_gbs = benchmark.copy_bandwidth_gbs()
+    print(f"measured copy bandwidth {bandwidth_gbs:.1f} GB/s")
 
     rows = []
     for size in args.sizes:
         config = model_lib.get_model_config(size)
         params = model_lib.init_params(config, jax.random.key(0))
         reference = None if args.skip_transformers else transformers_copy(config, params)
+        config = model_lib.get_model_config(size, dtype=args.dtype, param_dtype=args.dtype)
+        params = jax.tree.map(lambda x: x.astype(args.dtype), params)
+        parameter_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
         for batch in args.batches:
             prompts = np.random.default_rng(batch).integers(0, config.vocab_size, (batch, args.prompt_len)).tolist()
             ours, ours_first = bench_r1jax(config, params, prompts, args.new_tokens, args.repeats)
             theirs, theirs_first = (bench_transformers(reference, prompts, args.new_tokens, args.repeats)
                                     if reference is not None else (np.nan, np.nan))
+            decode_steps_per_s = (args.new_tokens - 1) / (ours - ours_first)
+            bound_share = decode_steps_per_s * parameter_bytes / (bandwidth_gbs * 1e9)
             rows.append((size, batch, batch * args.new_tokens / ours, batch * args.new_tokens / theirs,
-                         ours_first, theirs_first))
+                         ours_first, theirs_first, bound_share))
             print(f"  {size} batch {batch}: r1jax {ours:.2f}s, transformers {theirs:.2f}s", flush=True)
         del reference, params
 
-    print(f"\nprompt {args.prompt_len} tokens, {args.new_tokens} new tokens, greedy, float32")
+    print(f"\nprompt {args.prompt_len} tokens, {args.new_tokens} new tokens, greedy, r1jax {args.dtype}, "
+          f"transformers float32")
     header = (f"{'model':<14} {'batch':>5} {'r1jax tok/s':>12} {'hf tok/s':>10} {'ratio':>6} "
-              f"{'r1jax TTFT ms':>14} {'hf TTFT ms':>11}")
+              f"{'r1jax TTFT ms':>14} {'hf TTFT ms':>11} {'decode/bw bound':>16}")
     print(header)
     print("-" * len(header))
-    for size, batch, ours, theirs, ours_first, theirs_first in rows:
+    for size, batch, ours, theirs, ours_first, theirs_first, bound_share in rows:
         print(f"{size:<14} {batch:>5} {ours:>12.1f} {theirs:>10.1f} {ours / theirs:>6.2f} "
-              f"{ours_first * 1e3:>14.1f} {theirs_first * 1e3:>11.1f}")
+              f"{ours_first * 1e3:>14.1f} {theirs_first * 1e3:>11.1f} {bound_share:>16.1%}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ problems (greedy accuracy; R1's mean pass@1 and maj@8 over 8 samples at temperat
     r1         configs/r1_pipeline_tiny.py: cold-start SFT, RL, rejection sampling, SFT, RL
 
 Each recipe is a pipeline (`r1jax.pipeline`) in <workdir>/<recipe>: rerunning the command skips what is
-done. Wall time is the recipe's own stages; distill's excludes its teacher (r1_zero). The table goes to
+done. Wall and CPU time (this process, all threads: fairer on a shared machine) are the recipe's own
+stages; distill's exclude its teacher (r1_zero). The table goes to
 stdout and <workdir>/recipes.json.
 """
 
@@ -96,10 +97,11 @@ def main() -> None:
             mean_pass_at_1=methods["mean_pass@1"]["rows"][0]["accuracy"],
             maj_at_8=methods["maj@k"]["rows"][-1]["accuracy"],
             seconds=sum(r["seconds"] for r in records[:-1]),
+            cpu_seconds=sum(r.get("cpu_seconds", float("nan")) for r in records[:-1]),
             stages=" -> ".join(f"{r['name']} ({r['mode']})" for r in records[:-1]) or "-"))
-    header = f"{'recipe':<10} {'greedy':>7} {'pass@1':>7} {'maj@8':>7} {'wall s':>7}  stages"
+    header = f"{'recipe':<10} {'greedy':>7} {'pass@1':>7} {'maj@8':>7} {'wall s':>7} {'CPU s':>7}  stages"
     lines = [header] + [f"{r['recipe']:<10} {r['greedy']:7.3f} {r['mean_pass_at_1']:7.3f} {r['maj_at_8']:7.3f} "
-                        f"{r['seconds']:7.0f}  {r['stages']}" for r in results]
+                        f"{r['seconds']:7.0f} {r['cpu_seconds']:7.0f}  {r['stages']}" for r in results]
     print("\n".join(lines))
     with open(os.path.join(args.workdir, "recipes.json"), "w") as f:
         json.dump(dict(base=args.base, quick=args.quick, results=results), f, indent=2)
