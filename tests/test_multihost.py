@@ -137,12 +137,7 @@ def _exported(workdir) -> dict[str, np.ndarray]:
 
 def _config(path: str, changes: dict):
     config = load_config_file(path)
-    for key, value in changes.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
+    config.update_from_flattened_dict(changes)
     return config
 
 
