@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import benchmark, config as config_lib, optim, sharding, sft
+from r1jax import benchmark, config as config_lib, optim, runtime, sharding, sft
 from r1jax import model as model_lib
 from r1jax.rl import trainer
 
@@ -101,8 +101,7 @@ def main() -> None:
     for name in args.models:
         model_config = model_lib.get_model_config(name, dtype=args.dtype, remat=args.remat,
                                                   attention_impl=args.attention)
-        shardings = sharding.param_shardings(model_lib.param_logical_axes(model_config),
-                                             model_lib.param_shapes(model_config), mesh, rules)
+        shardings = runtime.param_shardings(model_config, mesh, rules)
         for kind in args.kinds:
             optimizer, schedule = optim.make_optimizer(optim.optimizer_config(learning_rate=1e-5), 1000)
             with sharding.use_mesh(mesh, rules):
