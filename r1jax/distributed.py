@@ -125,8 +125,9 @@ def main_process_first(name: str):
 
 
 def host_to_global(tree: Any, shardings: Any) -> Any:
-    """Global arrays of the NumPy arrays of `tree`, which every process holds whole, on `shardings` (a
-    matching tree); each process transfers only the pieces that live on its own devices."""
+    """Global arrays of the NumPy arrays of `tree`, which every process holds whole (or as views that read
+    when indexed, `sft.RowView`), on `shardings` (a matching tree); each process transfers only the pieces
+    that live on its own devices."""
     return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]), tree, shardings)
 
 

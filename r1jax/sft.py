@@ -16,7 +16,9 @@ Each record becomes token parts alternating context and trained text, (prompt, c
 to an assistant turn, that turn, ...), encoded separately so every boundary is exact. Records are
 shuffled by `seed` and packed greedily into `seq_len` rows: sequences side by side with their own
 segment ids and positions restarting at 0, so attention never crosses a sequence and every step has one
-shape (one compile). Every epoch visits the rows in a new order.
+shape (one compile). Every epoch visits the rows in a new order. A run's main process packs once into
+`.npy` files under `<workdir>/data/packed/` (reused while the inputs stay the same); every process
+memory-maps them and reads only the rows of each batch on its own devices.
 
 Loss: the summed negative log-likelihood of the trained tokens (log-probs from `sampler.token_logprobs`,
 the function the sampler and the RL trainer use) divided by the batch's trained-token count, so
@@ -31,6 +33,8 @@ a NaN loss stops the run naming the step) and exports the final model with its t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -70,11 +74,30 @@ class PackedRows(NamedTuple):
     def select(self, rows: np.ndarray) -> PackedRows:
         return PackedRows(*(array[rows] for array in self))
 
-    def padded_to_multiple(self, multiple: int, pad_id: int) -> PackedRows:
-        """With empty rows (padding, nothing trained) appended up to a multiple of `multiple` rows."""
-        extra = -len(self.tokens) % multiple
-        return PackedRows(*(np.concatenate([array, np.full((extra, array.shape[1]), fill, array.dtype)])
-                            for array, fill in zip(self, (pad_id, 0, 0, False))))
+    def view(self, rows: np.ndarray, pad_id: int) -> PackedRows:
+        """`select(rows)` as `RowView`s, read only where indexed; a row -1 is empty (padding, nothing trained)."""
+        return PackedRows(*(RowView(array, rows, fill) for array, fill in zip(self, (pad_id, 0, 0, False))))
+
+
+class RowView:
+    """Rows `rows` of `array` (a memory map), read only when indexed: `view[index] == array[rows][index]`.
+
+    `distributed.host_to_global` indexes a batch with the slices of this process's devices, so each
+    process reads only its own rows. A row id -1 reads as a row of `fill`.
+    """
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray, fill: Any):
+        self._array, self._rows, self._fill = array, np.asarray(rows), fill
+        self.shape = (len(self._rows), *array.shape[1:])
+        self.dtype = array.dtype
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        rows = self._rows[index[0]]
+        ids = rows.reshape(-1)
+        out = np.full((len(ids), *self.shape[1:]), self._fill, self.dtype)
+        out[ids >= 0] = self._array[ids[ids >= 0]]
+        return out.reshape(*rows.shape, *self.shape[1:])[(slice(None),) * rows.ndim + index[1:]]
 
 
 class TrainResult(NamedTuple):
@@ -309,9 +332,14 @@ def make_train_step(model_config: ModelConfig, optimizer: optax.GradientTransfor
     return jax.jit(train_step, donate_argnums=0, out_shardings=(state_shardings, None))
 
 
-def trained_tokens(rows: PackedRows) -> np.float32:
-    """The count `make_train_step`'s loss divides by: trained tokens that have a token before them."""
-    return np.float32(max(rows.loss_mask[:, 1:].sum(), 1))
+def trained_per_row(rows: PackedRows) -> np.ndarray:
+    """Per row, the trained tokens that have a token before them (the ones the loss counts)."""
+    return np.asarray(rows.loss_mask)[:, 1:].sum(axis=1)
+
+
+def loss_divisor(trained: np.ndarray) -> np.float32:
+    """The count `make_train_step`'s loss divides by, from the batch's `trained_per_row`."""
+    return np.float32(max(trained.sum(), 1))
 
 
 def train(model_config: ModelConfig, params: Params, pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer, *,
@@ -337,7 +365,7 @@ def train(model_config: ModelConfig, params: Params, pairs: Sequence[tuple[str, 
     start = time.perf_counter()
     for step in range(steps):
         batch = packed.select(batches.rows(step))
-        state, metrics = train_step(state, None, batch, trained_tokens(batch))
+        state, metrics = train_step(state, None, batch, loss_divisor(trained_per_row(batch)))
         losses.append(float(metrics["loss"]))
         if log_every and (step + 1) % log_every == 0:
             print(f"sft step {step + 1}/{steps}: loss {np.mean(losses[-log_every:]):.4f} "
@@ -453,29 +481,126 @@ def _load_teacher(config: ml_collections.ConfigDict, tokenizer: Tokenizer, mesh,
     return Teacher(teacher_config, runtime.load_or_init_params(config, teacher_config, mesh, rules, checkpoint=path))
 
 
-def _packed_data(config: ml_collections.ConfigDict, tokenizer: Tokenizer, workdir: str,
-                 rng: np.random.Generator) -> tuple[PackedRows, PackedRows | None]:
-    """(shuffled packed training rows, held-out rows or None)."""
+class StoredRows(NamedTuple):
+    """Packed rows memory-mapped from `.npy` files, with per-row counts for totals over a batch that read
+    none of its rows: `trained_per_row`, and the non-padding tokens of each row."""
+
+    rows: PackedRows
+    trained_per_row: np.ndarray
+    tokens_per_row: np.ndarray
+
+
+PACKED_DIR = os.path.join("data", "packed")
+_PACKED_META = "packed.json"
+_PACKED_FORMAT = 1  # raise when packing changes, so that rows packed before are packed again
+
+
+def _record_order(num_records: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:
+    """The records' shuffle before packing, and the generator after it, which draws the epochs' orders."""
+    rng = np.random.default_rng(seed)
+    return rng.permutation(num_records), rng
+
+
+def _packing_inputs(config: ml_collections.ConfigDict, tokenizer: Tokenizer, train_file: str,
+                    eval_file: str) -> dict[str, Any]:
+    """What the packed rows follow from (as JSON reads it back); other inputs mean packing again."""
+    d = config.data
+
+    def file(path: str) -> dict[str, Any]:
+        stat = os.stat(path)
+        return dict(path=os.path.abspath(path), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+
+    templates = hashlib.sha256(json.dumps(tokenizer.chat_templates, sort_keys=True).encode()).hexdigest()
+    return json.loads(json.dumps(dict(
+        format=_PACKED_FORMAT, train_file=file(train_file), eval_file=file(eval_file) if eval_file else None,
+        seq_len=config.sft.seq_len, tokenizer=repr(tokenizer), chat_templates_sha256=templates,
+        chat_template=d.chat_template, add_eos=d.add_eos, drop_overlong=d.drop_overlong, eval_size=d.eval_size,
+        seed=config.seed)))
+
+
+def _read_packing(directory: str, inputs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The record of the rows in `directory` if they were packed from `inputs`, else None."""
+    try:
+        with open(os.path.join(directory, _PACKED_META)) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return meta if meta.get("inputs") == inputs else None
+
+
+def _replace_atomically(path: str, write) -> None:
+    """`write(file)` to a temporary name renamed to `path`: a killed run leaves no half file there."""
+    with open(path + ".partial", "wb") as f:
+        write(f)
+    os.replace(path + ".partial", path)
+
+
+def _pack_records(config: ml_collections.ConfigDict, tokenizer: Tokenizer, train_file: str, eval_file: str,
+                  directory: str, inputs: Mapping[str, Any]) -> None:
+    """Tokenizes and packs the records into `directory`: one `.npy` file per array, then the JSON record."""
     d, seq_len = config.data, config.sft.seq_len
-    train_file, eval_file = _data_files(config, workdir)
     load = dict(seq_len=seq_len, chat_template=d.chat_template, add_eos=d.add_eos, drop_overlong=d.drop_overlong)
     sequences, dropped = load_sequences(train_file, tokenizer, **load)
     if d.eval_size >= len(sequences):
         raise ValueError(f"data.eval_size={d.eval_size} leaves none of the {len(sequences)} records of "
                          f"{train_file} to train on")
-    order = rng.permutation(len(sequences))
+    order, _ = _record_order(len(sequences), config.seed)
     eval_sequences = [sequences[i] for i in order[:d.eval_size]]
     if eval_file:
         eval_sequences, eval_dropped = load_sequences(eval_file, tokenizer, **load)
         dropped += eval_dropped
-    if dropped:
-        print(f"dropped {dropped} records longer than sft.seq_len={seq_len}")
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
     train_rows = pack([sequences[i] for i in order[d.eval_size:]], seq_len, pad_id)
-    if len(train_rows.tokens) < config.batch_size:
-        raise ValueError(f"{train_file}: the records fill {len(train_rows.tokens)} rows of sft.seq_len={seq_len} "
+    arrays = dict(zip((f"train.{name}" for name in PackedRows._fields), train_rows))
+    arrays["train.trained_per_row"] = trained_per_row(train_rows).astype(np.int32)
+    arrays["train.tokens_per_row"] = (train_rows.segment_ids > 0).sum(axis=1).astype(np.int32)
+    if eval_sequences:
+        arrays.update(zip((f"eval.{name}" for name in PackedRows._fields), pack(eval_sequences, seq_len, pad_id)))
+    os.makedirs(directory, exist_ok=True)
+    meta_path = os.path.join(directory, _PACKED_META)
+    if os.path.exists(meta_path):
+        os.remove(meta_path)  # first: files replaced below never pass for the old packing
+    for name, array in arrays.items():
+        _replace_atomically(os.path.join(directory, f"{name}.npy"), lambda f: np.save(f, array))
+    meta = dict(inputs=inputs, records=len(sequences), dropped=dropped, held_out=bool(eval_sequences))
+    _replace_atomically(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+
+
+def _packed_data(config: ml_collections.ConfigDict, tokenizer: Tokenizer,
+                 workdir: str) -> tuple[StoredRows, PackedRows | None, np.random.Generator]:
+    """(shuffled training rows, held-out rows or None, the generator to draw the epochs' orders from).
+
+    The rows are memory-mapped from `<workdir>/PACKED_DIR`, where the main process packs them unless a
+    run before packed the same inputs; the others wait for it and read only the rows they need.
+    """
+    train_file, eval_file = _data_files(config, workdir)
+    directory = os.path.join(workdir, PACKED_DIR)
+    inputs = _packing_inputs(config, tokenizer, train_file, eval_file)
+    if distributed.is_main_process():
+        try:
+            if _read_packing(directory, inputs) is None:
+                _pack_records(config, tokenizer, train_file, eval_file, directory, inputs)
+        finally:
+            distributed.barrier("sft rows packed")  # also after an error: the others fail below, not wait
+    else:
+        distributed.barrier("sft rows packed")
+    meta = _read_packing(directory, inputs)
+    if meta is None:
+        raise ValueError(f"{directory} holds no rows packed from this run's data: the main process failed to pack "
+                         "them (see its error)")
+    seq_len = config.sft.seq_len
+    if meta["dropped"]:
+        print(f"dropped {meta['dropped']} records longer than sft.seq_len={seq_len}")
+
+    def load(split: str, names: Sequence[str]) -> list[np.ndarray]:
+        return [np.load(os.path.join(directory, f"{split}.{name}.npy"), mmap_mode="r") for name in names]
+
+    train = StoredRows(PackedRows(*load("train", PackedRows._fields)), *load("train", StoredRows._fields[1:]))
+    if len(train.trained_per_row) < config.batch_size:
+        raise ValueError(f"{train_file}: the records fill {len(train.trained_per_row)} rows of sft.seq_len={seq_len} "
                          f"tokens, fewer than batch_size={config.batch_size}; lower batch_size or add records")
-    return train_rows, pack(eval_sequences, seq_len, pad_id) if eval_sequences else None
+    eval_rows = PackedRows(*load("eval", PackedRows._fields)) if meta["held_out"] else None
+    return train, eval_rows, _record_order(meta["records"], config.seed)[1]
 
 
 def _format_metrics(step: int, metrics: Mapping[str, float]) -> str:
@@ -500,9 +625,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                          f"{model_config.vocab_size}; set config.model.vocab_size or use the model's tokenizer")
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-    rng = np.random.default_rng(config.seed)
-    train_rows, eval_rows = _packed_data(config, tokenizer, workdir, rng)
-    batches = RowBatches(len(train_rows.tokens), config.batch_size, rng)
+    train, eval_rows, rng = _packed_data(config, tokenizer, workdir)
+    batches = RowBatches(len(train.trained_per_row), config.batch_size, rng)
     optimizer, schedule = optim.make_optimizer(config.optimizer, config.steps)
     with sharding.use_mesh(mesh, rules):
         params = runtime.load_or_init_params(config, model_config, mesh, rules)
@@ -515,7 +639,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                                save_interval_steps=config.checkpoint_every,
                                                max_to_keep=config.keep_checkpoints)
     # The batches follow from the seed and the packed rows; a changed dataset would silently reorder them.
-    data_signature = dict(train_rows=len(train_rows.tokens), trained_tokens=int(train_rows.loss_mask.sum()))
+    # (A row's first token is a prompt token, so the trained tokens are those of `trained_per_row`.)
+    data_signature = dict(train_rows=len(train.trained_per_row), trained_tokens=int(train.trained_per_row.sum()))
     restored_step = checkpointer.latest_step()
     if restored_step is not None:
         abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings)
@@ -538,14 +663,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         nll, _, count = completion_loss_terms(model_config, params, rows)
         return nll, count
 
-    # Padded once; evaluate() runs only when there are held-out rows (validated).
-    padded_eval_rows = None if eval_rows is None else eval_rows.padded_to_multiple(config.batch_size, pad_id)
-
     def evaluate() -> dict[str, float]:
-        rows = padded_eval_rows
+        """Runs only when there are held-out rows (validated); the last batch is filled with empty rows (-1)."""
+        num_rows = len(eval_rows.tokens)
+        ids = np.arange(-(-num_rows // config.batch_size) * config.batch_size)
+        ids[num_rows:] = -1
         totals = [eval_sums(state["params"], distributed.host_to_global(
-                      rows.select(np.arange(i, i + config.batch_size)), batch_shardings))
-                  for i in range(0, len(rows.tokens), config.batch_size)]
+                      eval_rows.view(ids[i:i + config.batch_size], pad_id), batch_shardings))
+                  for i in range(0, len(ids), config.batch_size)]
         nll, count = np.sum(jax.device_get(totals), axis=0)
         return {"eval/loss": float(nll / count)}
 
@@ -560,11 +685,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 writer.write(0, last_eval)
                 print(_format_metrics(0, last_eval))
             while step < config.steps:
-                rows = train_rows.select(batches.rows(step))
-                state, metrics = train_step(state, teacher_params, distributed.host_to_global(rows, batch_shardings),
-                                            trained_tokens(rows))
+                ids = batches.rows(step)
+                state, metrics = train_step(state, teacher_params,
+                                            distributed.host_to_global(train.rows.view(ids, pad_id), batch_shardings),
+                                            loss_divisor(train.trained_per_row[ids]))
                 pending.append(metrics)
-                window_tokens += float((rows.segment_ids > 0).sum())
+                window_tokens += float(train.tokens_per_row[ids].sum())
                 step += 1
                 # Read once: a SIGTERM from here on forces this step's save and ends the run after it.
                 stop = preemption.stop_agreed()
@@ -611,7 +737,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     history = metrics_lib.read_metrics(os.path.join(workdir, metrics_lib.METRICS_FILE))
     keys = [k for k in ("loss", "eval/loss", "nll", "kl", "grad_norm", "learning_rate") if any(k in r for r in history)]
     curves = plotting.plot_metrics(history, os.path.join(workdir, "curves.png"), keys=keys)
-    table = [("training rows (packed)", f"{len(train_rows.tokens)} x {config.sft.seq_len} tokens, "
+    table = [("training rows (packed)", f"{len(train.trained_per_row)} x {config.sft.seq_len} tokens, "
                                         f"{config.steps / batches.batches_per_epoch:.2f} epochs")]
     evals = [r["eval/loss"] for r in history if "eval/loss" in r]
     if evals:  # from the history, so a resumed run shows the loss before its first invocation's training

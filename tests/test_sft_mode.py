@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from interrupted import kill_after_checkpoint
 
-from r1jax import hf, main, sft
+from r1jax import distributed, hf, main, runtime, sft
 from r1jax import metrics as metrics_lib
 from r1jax import model as model_lib
 from r1jax.config import ConfigError, load_config_file, validate
@@ -193,7 +195,7 @@ def test_microbatches_accumulate_to_the_whole_batch_update():
         state = dict(params=jax.tree.map(np.copy, params), opt_state=optimizer.init(params), step=np.int32(0))
         step = sft.make_train_step(SMALL, optimizer, optax.constant_schedule(1.0), microbatch_size=microbatch_size,
                                    teacher_config=SMALL, kl_weight=0.5)
-        new_state, metrics = step(state, teacher, rows, sft.trained_tokens(rows))
+        new_state, metrics = step(state, teacher, rows, sft.loss_divisor(sft.trained_per_row(rows)))
         results.append((jax.device_get(new_state["params"]), jax.device_get(metrics)))
     (whole, whole_metrics), (accumulated, accumulated_metrics) = results
     for key in ("loss", "nll", "kl", "grad_norm"):
@@ -333,3 +335,119 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 2"):
         sft.run(_run_config(train_file, **{"eval.every": 0, "checkpoint_every": 1}), str(tmp_path))
     assert sorted(int(name) for name in os.listdir(tmp_path / "checkpoints")) == [1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Packed rows on disk, read lazily
+
+
+class _Killed(Exception):
+    pass
+
+
+class _RecordingArray:
+    """An array that records the row ids each read asks for."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.dtype, self.reads = array, array.shape, array.dtype, []
+
+    def __getitem__(self, ids):
+        self.reads.append(np.asarray(ids).tolist())
+        return self.array[ids]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(num_rows=st.integers(1, 9), data=st.data())
+def test_a_row_view_reads_only_the_indexed_rows(num_rows, data):
+    array = np.arange(num_rows * 3, dtype=np.int32).reshape(num_rows, 3) + 10
+    rows = np.asarray(data.draw(st.lists(st.integers(-1, num_rows - 1), min_size=1, max_size=12)))
+    first, second = (data.draw(st.slices(size)) for size in (len(rows), 3))
+    recording = _RecordingArray(array)
+    view = sft.RowView(recording, rows, fill=7)
+    assert view.shape == (len(rows), 3) and view.dtype == np.int32
+    eager = np.where(rows[:, None] >= 0, array[rows], 7)
+    np.testing.assert_array_equal(view[first, second], eager[first, second])
+    np.testing.assert_array_equal(view[first], eager[first])
+    wanted = [row for row in rows[first].tolist() if row >= 0]
+    assert recording.reads == [wanted, wanted]
+
+
+def test_host_to_global_reads_each_devices_rows_once():
+    packed = sft.pack(SEQUENCES * 4, seq_len=8, pad_id=0)  # 16 rows
+    recordings = sft.PackedRows(*map(_RecordingArray, packed))
+    ids = np.random.default_rng(0).permutation(len(packed.tokens))[:8]
+    mesh = jax.make_mesh((8,), ("data",))
+    shardings = sft.PackedRows(*[jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data", None))] * 4)
+    batch = distributed.host_to_global(recordings.view(ids, pad_id=0), shardings)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(batch), packed.select(ids))
+    for recording in recordings:
+        assert sorted(recording.reads) == [[row] for row in sorted(ids)]  # one row per device, each read once
+
+
+def test_rows_are_packed_once_and_again_when_the_inputs_change(train_file, tmp_path, monkeypatch, capsys):
+    workdir = str(tmp_path / "run")
+    config = _run_config(train_file, **{"data.drop_overlong": True})
+    tokenizer = runtime.tokenizer(config, workdir)
+    loaded, real_load = [], sft.load_sequences
+
+    def load_sequences(path, *args, **kwargs):
+        loaded.append(path)
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(sft, "load_sequences", load_sequences)
+    train, eval_rows, rng = sft._packed_data(config, tokenizer, workdir)
+    assert loaded == [train_file] and isinstance(train.rows.tokens, np.memmap)
+    # As packed in memory: the records shuffled by the seed, eval_size held out, the generator after the shuffle.
+    sequences, _ = real_load(train_file, tokenizer, seq_len=32)
+    expected_rng = np.random.default_rng(config.seed)
+    order = expected_rng.permutation(len(sequences))
+    jax.tree.map(np.testing.assert_array_equal, train.rows, sft.pack([sequences[i] for i in order[20:]], 32, 0))
+    jax.tree.map(np.testing.assert_array_equal, eval_rows, sft.pack([sequences[i] for i in order[:20]], 32, 0))
+    np.testing.assert_array_equal(train.trained_per_row, train.rows.loss_mask.sum(axis=1))
+    np.testing.assert_array_equal(train.tokens_per_row, (train.rows.segment_ids > 0).sum(axis=1))
+    assert rng.integers(1 << 30) == expected_rng.integers(1 << 30)
+
+    packed_dir = tmp_path / "run" / sft.PACKED_DIR
+    files = {name: os.stat(packed_dir / name) for name in os.listdir(packed_dir)}
+    sft._packed_data(config, tokenizer, workdir)
+    assert loaded == [train_file]  # reused: not tokenized again, the files untouched
+    assert {name: (s.st_ino, s.st_mtime_ns) for name, s in files.items()} == {
+        name: (os.stat(packed_dir / name).st_ino, os.stat(packed_dir / name).st_mtime_ns) for name in files}
+
+    # Another seq_len: packed again. Killed after writing one file, it leaves files that pass for neither.
+    old_inputs = sft._packing_inputs(config, tokenizer, train_file, "")
+    config.sft.seq_len = 24
+    real_save, saved = np.save, []
+
+    def killed_on_the_second_file(file, array):
+        if saved:
+            raise _Killed
+        saved.append(real_save(file, array))
+
+    monkeypatch.setattr(np, "save", killed_on_the_second_file)
+    with pytest.raises(_Killed):
+        sft._packed_data(config, tokenizer, workdir)
+    monkeypatch.setattr(np, "save", real_save)
+    assert np.load(packed_dir / "train.tokens.npy").shape[1] == 24
+    for inputs in (old_inputs, sft._packing_inputs(config, tokenizer, train_file, "")):
+        assert sft._read_packing(str(packed_dir), inputs) is None
+    shorter, _, _ = sft._packed_data(config, tokenizer, workdir)
+    assert shorter.rows.tokens.shape[1] == 24 and loaded == [train_file] * 3
+
+    # Another file, then the file changed: packed again. Records past seq_len are dropped, and every run says so.
+    capsys.readouterr()
+    long = {"prompt": "1+1=", "completion": "2" * 40}
+    config.data.train_file = other = _write_jsonl(tmp_path / "other.jsonl", SUMS + [long])
+    sft._packed_data(config, tokenizer, workdir)
+    sft._packed_data(config, tokenizer, workdir)
+    assert loaded[3:] == [other] and capsys.readouterr().out.count("dropped 1 records longer than sft.seq_len=24") == 2
+    _write_jsonl(tmp_path / "other.jsonl", SUMS[:-1] + [long])
+    sft._packed_data(config, tokenizer, workdir)
+    assert loaded[3:] == [other, other]
+
+    config.batch_size = 1000
+    with pytest.raises(ValueError, match="fewer than batch_size=1000"):
+        sft._packed_data(config, tokenizer, workdir)
+    config.data.eval_size = 200
+    with pytest.raises(ValueError, match="data.eval_size=200 leaves none of the 99 records"):
+        sft._packed_data(config, tokenizer, workdir)
