@@ -34,7 +34,9 @@ def get_config(arg: str | None = None):
     config.rollout.update(prompts_per_step=16, group_size=8, max_new_tokens=96)
     config.grpo.update(minibatch_size=64)
     config.rewards = [dict(name="countdown", weight=1.0)]
-    config.optimizer.update(learning_rate=2e-4, warmup_steps=5)
+    # Cosine decay to a tenth at the last step: the final policy is a settled one, not a snapshot of a
+    # fluctuating one (a constant rate swung 4-8 points between evaluations).
+    config.optimizer.update(learning_rate=2e-4, warmup_steps=5, schedule="cosine")
     config.steps = 150
     config.eval.update(every=25, num_examples=256, batch_size=128)
     config.checkpoint_every = 25
