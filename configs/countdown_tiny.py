@@ -25,6 +25,7 @@ from r1jax.config import grpo_config
 def get_config(arg: str | None = None):
     config = grpo_config()
     config.model.update(name="tiny", vocab_size=104)  # the character tokenizer's 102 tokens, rounded up to 8
+    config.model.scan_layers = False  # 4 layers unrolled: the same numbers as the scan, steps 20% faster on a CPU
     config.tokenizer = "char"
     config.data.template = "compact"
     config.data.countdown.update(min_count=2, max_count=2, max_number=99, max_target=100, train_size=4096,
