@@ -42,6 +42,7 @@ def get_config(arg: str | None = None):
     config.eval.update(every=25, num_examples=256, batch_size=128)
     config.checkpoint_every = 25
     if arg == "smoke":
+        config.model.scan_layers = True  # compiles faster: a few-step run is mostly compiling
         config.steps = 2
         config.pretrain.update(steps=2, arithmetic_facts=100, traces_per_example=1)
         config.data.countdown.update(train_size=256, test_size=16)

@@ -26,7 +26,7 @@ SFT_CHANGES = {"mesh.data": 1, "mesh.fsdp": -1}  # every parameter split over al
 GRPO_CONFIG = os.path.join(REPO, "configs", "countdown_tiny.py:smoke")
 # No pretraining stage (time); 3 held-out prompts: the 2 processes score 2 rows each, one of them twice.
 GRPO_CHANGES = {"pretrain.steps": 0, "eval.every": 0, "eval.num_examples": 3, "eval.batch_size": 3,
-                "grpo.beta": 0.04, "log_samples_every": 1}
+                "log_samples_every": 1}
 JOB_TIMEOUT_S = 420
 
 
