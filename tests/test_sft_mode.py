@@ -19,6 +19,7 @@ from r1jax import distributed, hf, main, runtime, sft
 from r1jax import metrics as metrics_lib
 from r1jax import model as model_lib
 from r1jax.config import ConfigError, load_config_file, validate
+from r1jax.data import records as records_lib
 from r1jax.data.char_tokenizer import EOS, write_char_tokenizer
 from r1jax.rl.trainer import TrainingDiverged
 from r1jax.tokenizer import load_tokenizer
@@ -451,3 +452,14 @@ def test_rows_are_packed_once_and_again_when_the_inputs_change(train_file, tmp_p
     config.data.eval_size = 200
     with pytest.raises(ValueError, match="data.eval_size=200 leaves none of the 99 records"):
         sft._packed_data(config, tokenizer, workdir)
+
+
+def test_writing_the_same_records_again_keeps_the_file_so_its_packing_stays_valid(tmp_path):
+    path = str(tmp_path / "data.jsonl")
+    records_lib.write_records(path, SUMS)
+    before = os.stat(path)
+    records_lib.write_records(path, SUMS)
+    assert (os.stat(path).st_ino, os.stat(path).st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert not os.path.exists(path + ".partial")
+    records_lib.write_records(path, SUMS[:-1])
+    assert [record for _, record in records_lib.read_records(path)] == SUMS[:-1]

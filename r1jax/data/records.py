@@ -8,6 +8,7 @@ ValueError naming the file and the line (`file:3`) or record (`file[3]`).
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -53,7 +54,10 @@ def read_records(path: str, *, what: str = "records") -> list[tuple[str, Record]
 
 
 def write_records(path: str, records: Iterable[Mapping[str, Any]]) -> int:
-    """Writes JSON lines to `path`, which appears complete or not at all; returns the count."""
+    """Writes JSON lines to `path`, which appears complete or not at all; returns the count.
+
+    A file already there with the same lines is left untouched, so what was derived from it (SFT's packed
+    rows, keyed by path, size and mtime) stays valid when a run writes the same synthetic data again."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     partial = path + ".partial"
     count = 0
@@ -61,5 +65,8 @@ def write_records(path: str, records: Iterable[Mapping[str, Any]]) -> int:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
-    os.replace(partial, path)
+    if os.path.exists(path) and filecmp.cmp(partial, path, shallow=False):
+        os.remove(partial)
+    else:
+        os.replace(partial, path)
     return count
