@@ -102,6 +102,13 @@ def test_unrolled_and_rematerialised_layers_give_the_same_values_and_gradients(o
     jax.tree.map(lambda g, b: np.testing.assert_allclose(g, b, atol=1e-6, rtol=1e-4), grads, base_grads)
 
 
+@pytest.mark.parametrize("overrides", [dict(scan_layers=False), dict(remat="full")])
+def test_init_params_equal_what_the_unrolled_or_rematerialised_module_creates(overrides):
+    config = dataclasses.replace(model_lib.get_model_config("tiny"), **overrides)
+    created = jax.jit(model_lib._init_unboxed, static_argnums=0)(config, jax.random.key(4))
+    jax.tree.map(np.testing.assert_array_equal, model_lib.init_params(config, jax.random.key(4)), created)
+
+
 def test_bfloat16_compute_stays_close_to_float32():
     config, params = _params("tiny")
     tokens = jax.random.randint(jax.random.key(6), (2, 16), 0, config.vocab_size)
