@@ -145,12 +145,6 @@ def to_host(tree: Any) -> Any:
     return jax.tree.map(fetch, tree)
 
 
-def gather_for_writing(tree: Any) -> Any:
-    """`tree` as the main process can write it alone: unchanged in a single process (the writer fetches each
-    array when it gets to it), else every array as a whole NumPy copy (`to_host`: all processes call it)."""
-    return tree if jax.process_count() == 1 else to_host(tree)
-
-
 def split_rows_across_processes(fn: Callable[[np.ndarray], Any], num_rows: int) -> Any:
     """`fn(np.arange(num_rows))`, with each process computing `fn` on an equal share of the rows.
 

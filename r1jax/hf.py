@@ -19,6 +19,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from r1jax import distributed
 from r1jax import model as model_lib
 from r1jax.model import ModelConfig, Params, RopeScaling
 
@@ -329,10 +330,13 @@ def save_pretrained(config: ModelConfig, params: Params, path: str, *, dtype: st
                     max_shard_bytes: int = _SHARD_BYTES) -> None:
     """Writes `config.json` and safetensors that `transformers.AutoModelForCausalLM` loads.
 
-    Parameters are fetched to the host one at a time (a stacked layer tensor at most), so saving a
-    sharded model does not gather the whole model into host memory.
+    Parameters are fetched to the host one at a time (one layer's tensor at most), so saving a sharded model
+    does not gather the whole model into host memory. In a multi-process run every process calls it: each
+    tensor is gathered by all of them in turn, and only the main process writes.
     """
-    os.makedirs(path, exist_ok=True)
+    writing = distributed.is_main_process()
+    if writing:
+        os.makedirs(path, exist_ok=True)
     out_dtype = np.dtype(jax.numpy.dtype(dtype or config.param_dtype))
     entries = []
     for path_key, leaf in _leaves_with_paths(params):
@@ -344,7 +348,7 @@ def save_pretrained(config: ModelConfig, params: Params, path: str, *, dtype: st
             hf_shape = layout.ours_to_hf(np.empty(per_layer_shape, np.int8), config).shape
 
             def produce(leaf=leaf, layout=layout, i=i, stacked=stacked):
-                host = np.asarray(jax.device_get(leaf[i] if stacked else leaf))
+                host = np.asarray(distributed.to_host(leaf[i] if stacked else leaf))
                 return layout.ours_to_hf(host, config).astype(out_dtype)
 
             entries.append((name, tuple(hf_shape), out_dtype, produce))
@@ -359,6 +363,11 @@ def save_pretrained(config: ModelConfig, params: Params, path: str, *, dtype: st
         current_bytes += size
     files.append(current)
 
+    if not writing:
+        for group in files:
+            for *_, produce in group:
+                produce()  # the gathers the main process makes while writing
+        return
     if len(files) == 1:
         write_safetensors(os.path.join(path, "model.safetensors"), files[0])
     else:

@@ -70,11 +70,11 @@ def pretrain_base(config: ml_collections.ConfigDict, model_config: model_lib.Mod
                        seq_len=p.seq_len, optimizer_config=optimizer_config, seed=config.seed,
                        log_every=max(p.steps // 5, 1))
     seconds = time.perf_counter() - start
-    params = distributed.to_host(result.params)
+    partial = out + ".partial"
     if distributed.is_main_process():
-        partial = out + ".partial"
         shutil.rmtree(partial, ignore_errors=True)
-        hf.save_pretrained(model_config, params, partial)
+    hf.save_pretrained(model_config, result.params, partial)  # every process: the tensors are gathered in turn
+    if distributed.is_main_process():
         tokenizer.save(partial)
         with open(os.path.join(partial, "pretrain.json"), "w") as f:
             json.dump(dict(steps=p.steps, seconds=seconds, traces=len(pairs), losses=result.losses), f)

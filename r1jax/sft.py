@@ -729,10 +729,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if step < config.steps:
         return summary  # preempted: the next run in this workdir continues
     export_dir = os.path.join(workdir, "hf_export")
-    params = distributed.gather_for_writing(state["params"])
+    hf.save_pretrained(model_config, state["params"], export_dir)  # every process: the tensors are gathered in turn
     if not distributed.is_main_process():
         return dict(summary, export_dir=export_dir)
-    hf.save_pretrained(model_config, params, export_dir)
     tokenizer.save(export_dir)
     history = metrics_lib.read_metrics(os.path.join(workdir, metrics_lib.METRICS_FILE))
     keys = [k for k in ("loss", "eval/loss", "nll", "kl", "grad_norm", "learning_rate") if any(k in r for r in history)]

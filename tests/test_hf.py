@@ -69,6 +69,30 @@ def test_sharded_save_writes_index_and_reloads_identically(tmp_path):
     assert np.abs(ours - hf_logits(hf_model, tokens)).max() < PARITY_TOLERANCE
 
 
+def test_every_process_gathers_the_same_tensors_in_the_same_order_and_only_the_main_one_writes(
+        tmp_path, monkeypatch):
+    # In a multi-process run each fetch is a collective: a process that fetched in another order would hang.
+    config = model_lib.get_model_config("tiny-llama")
+    params = model_lib.init_params(config, jax.random.key(5))
+    largest_tensor_bytes = max([x[0].nbytes for x in jax.tree.leaves(params["layers"])] + [
+        x.nbytes for key, tree in params.items() if key != "layers" for x in jax.tree.leaves(tree)])
+    fetched = {}
+    for main in (True, False):
+        shapes = fetched[main] = []
+
+        def fetch(x, shapes=shapes):
+            shapes.append(x.shape)
+            return jax.device_get(x)
+
+        monkeypatch.setattr(hf.distributed, "to_host", fetch)
+        monkeypatch.setattr(hf.distributed, "is_main_process", lambda main=main: main)
+        hf.save_pretrained(config, params, str(tmp_path / str(main)), max_shard_bytes=20_000)
+    assert fetched[True] == fetched[False]
+    assert len(fetched[True]) == len(hf.read_checkpoint_tensors(str(tmp_path / "True")))
+    assert max(np.prod(shape) * 4 for shape in fetched[True]) <= largest_tensor_bytes  # one layer's tensor at most
+    assert not (tmp_path / "False").exists()
+
+
 def test_bfloat16_checkpoint_loads_in_requested_dtype(tmp_path):
     config = model_lib.get_model_config("tiny-qwen3")
     params = model_lib.init_params(config, jax.random.key(4))

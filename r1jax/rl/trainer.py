@@ -462,10 +462,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if summary["steps"] < config.steps:
         return summary  # preempted: the next run in this workdir continues
     export_dir = os.path.join(workdir, "hf_export")
-    params = distributed.gather_for_writing(grpo_run.state["params"])
+    hf.save_pretrained(grpo_run.model_config, grpo_run.state["params"], export_dir)  # every process takes part
     if not distributed.is_main_process():
         return dict(summary, export_dir=export_dir)
-    hf.save_pretrained(grpo_run.model_config, params, export_dir)
     grpo_run.tokenizer.save(export_dir)
     curves = plotting.plot_metrics(os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "curves.png"))
     before = (summary["first_eval"] or {}).get("eval/accuracy", float("nan"))
