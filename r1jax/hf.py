@@ -338,7 +338,7 @@ def save_pretrained(config: ModelConfig, params: Params, path: str, *, dtype: st
     if writing:
         os.makedirs(path, exist_ok=True)
     out_dtype = np.dtype(jax.numpy.dtype(dtype or config.param_dtype))
-    entries = []
+    entries, fetches = [], []
     for path_key, leaf in _leaves_with_paths(params):
         layout = _LAYOUTS[path_key]
         names = _hf_names(path_key, config)
@@ -347,11 +347,18 @@ def save_pretrained(config: ModelConfig, params: Params, path: str, *, dtype: st
             per_layer_shape = leaf.shape[1:] if stacked else leaf.shape
             hf_shape = layout.ours_to_hf(np.empty(per_layer_shape, np.int8), config).shape
 
-            def produce(leaf=leaf, layout=layout, i=i, stacked=stacked):
-                host = np.asarray(distributed.to_host(leaf[i] if stacked else leaf))
-                return layout.ours_to_hf(host, config).astype(out_dtype)
+            def fetch(leaf=leaf, i=i, stacked=stacked):
+                return np.asarray(distributed.to_host(leaf[i] if stacked else leaf))
+
+            def produce(fetch=fetch, layout=layout):
+                return layout.ours_to_hf(fetch(), config).astype(out_dtype)
 
             entries.append((name, tuple(hf_shape), out_dtype, produce))
+            fetches.append(fetch)
+    if not writing:
+        for fetch in fetches:
+            fetch()  # the gathers the main process makes while writing, in its order
+        return
 
     files, current, current_bytes = [], [], 0
     for entry in entries:
@@ -363,11 +370,6 @@ def save_pretrained(config: ModelConfig, params: Params, path: str, *, dtype: st
         current_bytes += size
     files.append(current)
 
-    if not writing:
-        for group in files:
-            for *_, produce in group:
-                produce()  # the gathers the main process makes while writing
-        return
     if len(files) == 1:
         write_safetensors(os.path.join(path, "model.safetensors"), files[0])
     else:
