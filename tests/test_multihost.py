@@ -13,6 +13,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import xla_flags
 from safetensors.numpy import load_file
 
 from r1jax import distributed, sft
@@ -102,7 +103,7 @@ def _two_process_run(config: str, changes: dict, workdir):
     for them: a process failing, or the run outlasting JOB_TIMEOUT_S (a hang), fails the test.
 
     Each process's stdout goes to `<workdir>/process<i>.stdout`, its stderr to `process<i>.log`."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags(4)}
     command = [sys.executable, "-m", "r1jax.main", "--config", config, "--workdir", str(workdir),
                "--coordinator_address", f"localhost:{_free_port()}", "--num_processes=2",
                *(f"--config.{key}={value}" for key, value in changes.items())]
@@ -198,7 +199,7 @@ with PreemptionGuard() as guard:
 
 def test_a_signal_to_one_process_stops_every_process_at_the_same_step():
     address = f"localhost:{_free_port()}"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags(1)}
     processes = [subprocess.Popen([sys.executable, "-c", _STOP_AGREEMENT_SCRIPT, address, str(i)], cwd=REPO, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outputs = [process.communicate(timeout=120) for process in processes]

@@ -265,7 +265,8 @@ def test_sharded_sampling_and_beam_search_equal_single_device(layout):
             beams = sampler.beam_search(config, sharded_params, PROMPTS, beam_width=2, max_new_tokens=8, eos_ids=[3])
     np.testing.assert_array_equal(result.tokens, expected.tokens)
     np.testing.assert_array_equal(result.lengths, expected.lengths)
-    np.testing.assert_allclose(result.logprobs, expected.logprobs, atol=1e-5)
+    # Split over devices, the matmuls add in another order: float32 rounding, grown by the 10x weights.
+    np.testing.assert_allclose(result.logprobs, expected.logprobs, rtol=1e-5, atol=1e-5)
     if "tensor" in layout:
         expected_beams = sampler.beam_search(config, params, PROMPTS, beam_width=2, max_new_tokens=8, eos_ids=[3])
         np.testing.assert_array_equal(beams.tokens, expected_beams.tokens)
