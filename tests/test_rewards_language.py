@@ -43,3 +43,11 @@ def test_consistency_reads_only_the_think_block() -> None:
 def test_unknown_language() -> None:
     with pytest.raises(ValueError, match="unknown language"):
         language.consistency(think("hello"), language="klingon")
+
+
+def test_only_the_first_max_chars_characters_are_read() -> None:
+    han = "试" * (language.MAX_CHARS - 12)
+    # " word word w" fills the first MAX_CHARS characters: two words and a one-letter one; the rest is unread.
+    text = han + " word word word" + " word" * 1000
+    assert language.script_share(text, "en") == pytest.approx(3 / (len(han) + 3))
+    assert language.script_share(text, "zh") == pytest.approx(len(han) / (len(han) + 3))

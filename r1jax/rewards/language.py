@@ -5,10 +5,12 @@ block is cut into units: a word (a run of letters) for scripts that separate wor
 single character for scripts that do not (Han, kana, Thai). The reward is the share of units in a
 script of the target language. LaTeX commands and `$...$` math are left out, so formulas count for
 no language; a think block with no letters at all scores 0. Only the first MAX_CHARS characters are
-read: far more than any generation budget, and it bounds the cost of adversarial megabyte inputs.
+read: a long think block's share is well measured on them, and it bounds the cost of adversarial
+megabyte inputs.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from r1jax.rewards.format import think_content
@@ -43,29 +45,39 @@ LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
     "th": frozenset({"thai"}),
 }
 
-MAX_CHARS = 1_000_000
+MAX_CHARS = 300_000  # about a 64K-token think block (some 4 characters a token)
 
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 _INLINE_MATH = re.compile(r"\$[^$]*\$")  # one pass, linear: each "$" scans to the next one
 _CHARACTER_CLASS = "".join(SCRIPT_RANGES[script] for script in sorted(CHARACTER_SCRIPTS))
-_WORD_LETTER = rf"(?![{_CHARACTER_CLASS}])[^\W\d_]"  # a letter of a script that spaces its words
-# Any unit of any language: one character of a character script, or a run of other letters.
-_ANY_UNIT = re.compile(rf"[{_CHARACTER_CLASS}]|(?:{_WORD_LETTER})+")
+_LETTER = r"[^\W\d_]"
 
 
-def _unit_pattern(scripts: frozenset[str]) -> re.Pattern[str]:
+@dataclasses.dataclass(frozen=True)
+class _Units:
+    """Counts the units of some scripts: each character of a run of `characters`, each match of `words` once."""
+    characters: re.Pattern[str] | None
+    words: re.Pattern[str] | None
+
+    def count(self, prose: str, words_only: str) -> int:
+        """`words_only` is `prose` with its character-script runs made spaces (they end words as spaces do)."""
+        # A run is one match however long, and subn counts matches in C without building a list: fast on
+        # megabytes of text.
+        runs = sum(map(len, self.characters.findall(prose))) if self.characters else 0
+        return runs + (self.words.subn("", words_only)[1] if self.words else 0)
+
+
+def _units(scripts: frozenset[str]) -> _Units:
     character_class = "".join(SCRIPT_RANGES[s] for s in sorted(scripts & CHARACTER_SCRIPTS))
     word_class = "".join(SCRIPT_RANGES[s] for s in sorted(scripts - CHARACTER_SCRIPTS))
-    alternatives = []
-    if character_class:
-        alternatives.append(f"[{character_class}]")
-    if word_class:
-        # A whole word in the script: "Python" in "用Python写" counts, "abc" in "abcабв" does not.
-        alternatives.append(rf"(?<!{_WORD_LETTER})[{word_class}]+(?!{_WORD_LETTER})")
-    return re.compile("|".join(alternatives))
+    # A whole word in the script: "Python" in "用Python写" counts, "abc" in "abcабв" does not.
+    return _Units(re.compile(f"[{character_class}]+") if character_class else None,
+                  re.compile(rf"(?<!{_LETTER})[{word_class}]+(?!{_LETTER})") if word_class else None)
 
 
-_LANGUAGE_UNITS = {language: _unit_pattern(scripts) for language, scripts in LANGUAGE_SCRIPTS.items()}
+# Any unit of any language: a character of a character script, or a run of other letters.
+_ANY_UNIT = _Units(re.compile(f"[{_CHARACTER_CLASS}]+"), re.compile(f"{_LETTER}+"))
+_LANGUAGE_UNITS = {language: _units(scripts) for language, scripts in LANGUAGE_SCRIPTS.items()}
 
 
 def script_share(text: str, language: str) -> float:
@@ -76,11 +88,11 @@ def script_share(text: str, language: str) -> float:
     if language not in _LANGUAGE_UNITS:
         raise ValueError(f"unknown language {language!r}; known: {sorted(_LANGUAGE_UNITS)}")
     prose = _LATEX_COMMAND.sub(" ", _INLINE_MATH.sub(" ", text[:MAX_CHARS]))
-    # subn counts matches in C without building a list: fast on megabytes of text.
-    total = _ANY_UNIT.subn("", prose)[1]
+    words_only = _ANY_UNIT.characters.sub(" ", prose)
+    total = _ANY_UNIT.count(prose, words_only)
     if total == 0:
         return 0.0
-    return _LANGUAGE_UNITS[language].subn("", prose)[1] / total
+    return _LANGUAGE_UNITS[language].count(prose, words_only) / total
 
 
 def consistency(completion: str, *, language: str = "en", prefill: str = "") -> float:
