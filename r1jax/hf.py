@@ -326,6 +326,12 @@ def _unflatten(flat: dict[tuple[str, ...], Any]) -> Params:
     return tree
 
 
+@jax.jit
+def _layer_of(stacked: jax.Array, index: int) -> jax.Array:
+    # A traced index: one compile per parameter shape, where `stacked[i]` compiles one per layer.
+    return stacked[index]
+
+
 def save_pretrained(config: ModelConfig, params: Params, path: str, *, dtype: str | None = None,
                     max_shard_bytes: int = _SHARD_BYTES) -> None:
     """Writes `config.json` and safetensors that `transformers.AutoModelForCausalLM` loads.
@@ -348,7 +354,7 @@ def save_pretrained(config: ModelConfig, params: Params, path: str, *, dtype: st
             hf_shape = layout.ours_to_hf(np.empty(per_layer_shape, np.int8), config).shape
 
             def fetch(leaf=leaf, i=i, stacked=stacked):
-                return np.asarray(distributed.to_host(leaf[i] if stacked else leaf))
+                return np.asarray(distributed.to_host(_layer_of(leaf, i) if stacked else leaf))
 
             def produce(fetch=fetch, layout=layout):
                 return layout.ours_to_hf(fetch(), config).astype(out_dtype)
