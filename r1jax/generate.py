@@ -20,6 +20,7 @@ import numpy as np
 import tqdm
 
 from r1jax import runtime, sampler, sharding
+from r1jax.data import records
 from r1jax.config import ConfigError, validate_generation, validate_tokenizer
 from r1jax.tokenizer import Tokenizer
 
@@ -41,16 +42,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def read_prompts(path: str) -> list[str]:
     """Prompts of a `.jsonl` file (`"prompt"` of each object) or of a text file (one per non-empty line)."""
+    if path.endswith(".jsonl"):
+        prompts = []
+        for where, record in records.read_records(path, what="prompts"):
+            if not isinstance(record.get("prompt"), str):
+                raise ValueError(f"{where}: expected an object with a string 'prompt'")
+            prompts.append(record["prompt"])
+        return prompts
     with open(path, encoding="utf-8") as f:
-        lines = [line.rstrip("\n") for line in f if line.strip()]
-    if not path.endswith(".jsonl"):
-        return lines
-    prompts = []
-    for number, line in enumerate(lines, 1):
-        record = json.loads(line)
-        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-            raise ValueError(f"{path}:{number}: expected an object with a string 'prompt'")
-        prompts.append(record["prompt"])
+        prompts = [line.rstrip("\n") for line in f if line.strip()]
+    if not prompts:
+        raise ValueError(f"{path}: no prompts in the file")
     return prompts
 
 

@@ -95,6 +95,25 @@ def test_bad_keys_are_named(model_dir, prompts_file, overrides, key):
         generate.validate_config(_config(model_dir, overrides.pop("prompts_file", prompts_file), **overrides))
 
 
+@pytest.mark.parametrize("name,text,error", [
+    ("p.jsonl", '{"prompt": "a"}\n\n{"prompt": "b"\n', r"p.jsonl:3: not a JSON line"),
+    ("p.jsonl", '{"prompt": "a"}\n{"question": "b"}\n', r"p.jsonl:2: expected an object with a string 'prompt'"),
+    ("p.jsonl", '\n\n', r"p.jsonl: no prompts in the file"),
+    ("p.txt", '  \n', r"p.txt: no prompts in the file"),
+])
+def test_bad_prompt_files_name_the_file_and_line(tmp_path, name, text, error):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=error):
+        generate.read_prompts(str(tmp_path / name))
+
+
+def test_prompt_files_give_their_prompts_in_order(tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"prompt": "2 + 2 ="}\n\n{"prompt": "ok\\nnext", "id": 7}\n')
+    (tmp_path / "p.txt").write_text("first line\n\n  second\n")
+    assert generate.read_prompts(str(tmp_path / "p.jsonl")) == ["2 + 2 =", "ok\nnext"]
+    assert generate.read_prompts(str(tmp_path / "p.txt")) == ["first line", "  second"]
+
+
 def test_command_line(model_dir, prompts_file, tmp_path):
     """`python -m r1jax.main --config configs/generate.py ...` on one device."""
     command = [sys.executable, "-m", "r1jax.main", "--config", str(REPO / "configs/generate.py:greedy"),
