@@ -7,6 +7,7 @@ one-line message names the key and the fix.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +32,34 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(variant or None)
+
+
+def unknown_override(config: ml_collections.ConfigDict, dotted: str) -> str | None:
+    """Why `--config.<dotted>=v` names no field of `config` (with the fields it may have meant), or None."""
+    node, path = config, []
+    for key in dotted.split("."):
+        if not isinstance(node, ml_collections.ConfigDict):
+            return (f"--config.{dotted}: config.{'.'.join(path)} is a {type(node).__name__}, not a section; "
+                    f"set --config.{'.'.join(path)}=...")
+        if key not in node:
+            same_name = [name for name in _field_paths(config) if name.rsplit(".", 1)[-1] == key]
+            close = difflib.get_close_matches(key, list(node.keys()), n=3)
+            meant = same_name or [".".join([*path, name]) for name in close]
+            hint = f"; did you mean {' or '.join('--config.' + name for name in meant)}?" if meant else ""
+            where = f"config.{'.'.join(path)}" if path else "the config"
+            return f"--config.{dotted}: {where} has no field {key!r}{hint}"
+        node = node[key]
+        path.append(key)
+    return None
+
+
+def _field_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    paths = []
+    for name, value in config.items():
+        paths.append(prefix + name)
+        if isinstance(value, ml_collections.ConfigDict):
+            paths.extend(_field_paths(value, prefix + name + "."))
+    return paths
 
 
 def base_config() -> ml_collections.ConfigDict:

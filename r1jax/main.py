@@ -64,9 +64,37 @@ def main(argv: list[str]) -> None:
     importlib.import_module(MODES[config.mode]).run(config, workdir)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, except that an override naming no config field is one line and exit code 2."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError, TypeError):  # what ml_collections raises for such an override
+        problem = _unknown_override(argv)
+        if problem is None:
+            raise
+        print(f"r1jax: {problem}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _unknown_override(argv: list[str]) -> str | None:
+    from r1jax.config import load_config_file, unknown_override
+
+    config_file = ""
+    for arg, following in zip(argv, [*argv[1:], ""]):
+        if arg == "--config":
+            config_file = following
+        elif arg.startswith("--config="):
+            config_file = arg.partition("=")[2]
+    if not config_file:
+        return None
+    config = load_config_file(config_file)
+    overrides = (arg.partition("=")[0].removeprefix("--config.") for arg in argv if arg.startswith("--config."))
+    return next(filter(None, (unknown_override(config, dotted) for dotted in overrides)), None)
+
+
 def cli() -> None:
     flags.mark_flag_as_required("config")
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

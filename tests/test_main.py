@@ -7,10 +7,11 @@ import sys
 
 import jax
 import pytest
+from conftest import xla_flags
 
 from r1jax import benchmark, hf, main
 from r1jax import model as model_lib
-from r1jax.config import ConfigError, load_config_file, validate
+from r1jax.config import ConfigError, load_config_file, unknown_override, validate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,7 +67,7 @@ def test_pretraining_and_a_checkpoint_exclude_each_other(tmp_path):
 
 
 def _run_cli(*args, cwd):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags(8), "JAX_PLATFORMS": "cpu"}
     return subprocess.run([sys.executable, "-m", "r1jax.main", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
@@ -78,6 +79,28 @@ def test_cli_rejects_a_bad_config_with_exit_code_2_and_writes_nothing(tmp_path):
     assert result.returncode == 2
     assert "config.mesh:" in result.stderr and "8 devices" in result.stderr
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("dotted,expected", [
+    ("grpo.beta", None),
+    ("model.checkpoint", None),
+    ("checkpoint", "--config.checkpoint: the config has no field 'checkpoint'; did you mean --config.model.checkpoint?"),
+    ("grpo.bta", "--config.grpo.bta: config.grpo has no field 'bta'; did you mean --config.grpo.beta?"),
+    ("model.checkpoint.path", "--config.model.checkpoint.path: config.model.checkpoint is a str, not a section; "
+                              "set --config.model.checkpoint=..."),
+    ("zzz", "--config.zzz: the config has no field 'zzz'"),
+])
+def test_an_override_naming_no_field_is_explained(dotted, expected):
+    assert unknown_override(load_config_file(os.path.join(REPO, "configs", "countdown_tiny.py")), dotted) == expected
+
+
+def test_cli_rejects_an_unknown_override_in_one_line_with_exit_code_2(tmp_path):
+    result = _run_cli("--config", os.path.join(REPO, "configs", "generate.py") + ":greedy", "--workdir",
+                      str(tmp_path / "run"), "--config.checkpoint=/some/model", cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("r1jax: --config.checkpoint: the config has no field 'checkpoint'; "
+                                     "did you mean --config.model.checkpoint?")
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_runs_the_benchmark_mode_with_variant_and_overrides(tmp_path):
