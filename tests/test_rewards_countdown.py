@@ -30,7 +30,7 @@ GOLDEN = [
     pytest.param("<answer>(3 + 5) * ٢</answer>", 0.1, id="arabic-indic-digit"),
     pytest.param("<answer>(3 + 5) * 2 = 16</answer>", 0.1, id="equals-sign"),
     pytest.param("<answer>(3 + 5) * 2.0</answer>", 0.1, id="decimal-point"),
-    pytest.param("<answer>(3 +\t5) * 2</answer>", 0.1, id="tab-inside"),
+    pytest.param("<answer>(3 +\t5) * 2</answer>", 1.0, id="tab-inside"),
     pytest.param("<answer>(3 + 5)2</answer>", 0.1, id="implicit-multiplication"),
     pytest.param("<answer>2(3 + 5)</answer>", 0.1, id="implicit-multiplication-before-paren"),
     pytest.param("<answer>3 5 2</answer>", 0.1, id="juxtaposed-numbers"),
@@ -58,6 +58,8 @@ def test_golden(completion: str, expected: float) -> None:
         pytest.param("<answer>10 - 1</answer>", [1, 0, 1], 9, 0.1, id="digits-are-not-numbers"),
         pytest.param("<answer>" + "(" * 10_000 + "3+5" + ")" * 10_000 + "</answer>", [3, 5], 8, 0.1, id="deep-nesting"),
         pytest.param("<answer>9999999999*99999999</answer>", [9999999999, 99999999], 1, 0.1, id="big-product-misses"),
+        pytest.param("<answer>2 * 3\n+\t4</answer>", [2, 3, 4], 10, 1.0, id="any-whitespace-separates"),
+        pytest.param("<answer>7 + 1 / (50 * 50 * 50)</answer>", [7, 1, 50, 50, 50], 7, 0.1, id="near-miss-is-a-miss"),
     ],
 )
 def test_edge_cases(completion: str, nums: list[int], target: int, expected: float) -> None:

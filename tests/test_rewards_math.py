@@ -1,6 +1,8 @@
 """Math reward: answer extraction, equivalence, unreadable golds, hacking attempts, math-verify comparison."""
 import concurrent.futures
+import time
 
+import numpy as np
 import pytest
 
 from r1jax.rewards import math as math_reward
@@ -53,6 +55,8 @@ EQUIVALENT = [
     ("[2,5)", "2 \\le x < 5"), ("[1,2]", "x \\in [1, 2]"),
     ("\\text{Monday}", "monday"), ("\\text{(C)}", "C"), ("\\textbf{(A)}", "(A)"),
     ("\\sqrt{2}", "1.41421356237"),  # irrational golds accept decimals within a relative 1e-9
+    ("10,\\!000", "10000"), ("\\$32,\\!348", "32,348"),  # MATH's thousands separator
+    ("4210_{5}", "4210_5"), ("1011_2", "01011_{2}"), ("555_{10}", "555"),  # numerals in a base
 ]
 NOT_EQUIVALENT = [
     ("\\frac{1}{3}", "0.333333"), ("\\frac{1}{3}", "0.33"), ("\\pi", "3.14159"), ("\\sqrt{2}", "1.4142"),
@@ -60,6 +64,8 @@ NOT_EQUIVALENT = [
     ("(1,2)", "(2,1)"), ("\\infty", "-\\infty"), ("\\frac{\\pi}{4}", "45"), ("\\text{even}", "odd"), ("5", "five"),
     ("3", "3 or 5"), ("3", "3 or more"), ("3", "3, 5"), ("3", "\\{3, 5\\}"), ("3", "3 5"), ("3", "x=3, y=4"),
     ("3", "３"), ("3", "٣"), ("3", ""), ("3", "\\boxed{"), ("5", "x"), ("0", "\\infty - \\infty"),
+    ("10,\\!000", "0, 10"), ("10,\\!000", "\\{10, 0\\}"), ("4210_{5}", "4210"), ("4210_{5}", "555"),
+    ("4210_{5}", "4210_{6}"),
 ]
 
 
@@ -77,7 +83,7 @@ def test_not_equivalent(gold: str, prediction: str) -> None:
     "gold",
     [
         "", "   ", "\\overline{AB}", "\\begin{array}{c} 1 \\end{array}", "10^{10^{10^{10}}}", "9999999999^{99999999}",
-        "\\frac{1}{0}", "\\frac{1}{2", "1 < 2 < x", "x" * 2000,
+        "\\frac{1}{0}", "\\frac{1}{2", "1 < 2 < x", "x" * 2000, "49_{5}",
     ],
 )
 def test_unreadable_gold_is_none(gold: str) -> None:
@@ -119,6 +125,20 @@ def test_gold_as_worked_solution() -> None:
 def test_numeric_gold_from_a_dataset() -> None:
     assert math_reward.score("\\boxed{72}", 72) == 1.0
     assert math_reward.score("\\boxed{0.25}", 0.25) == 1.0
+    # str() writes these with an exponent (1e-05 would read as 1 * e - 5).
+    assert math_reward.score("\\boxed{0.00001}", 1e-5) == 1.0
+    assert math_reward.score("\\boxed{e-5}", 1e-5) == 0.0
+    assert math_reward.score("\\boxed{10000000000000000}", 1e16) == 1.0
+    assert math_reward.score("\\boxed{0.5}", np.float32(0.5)) == 1.0
+
+
+def test_answer_followed_by_words_is_linear_time() -> None:
+    """A number then words used to backtrack exponentially in the words (30 s at seven) before failing."""
+    for words in (7, 400):
+        completion = "The answer is 13 " + " ".join(["students"] * words) + ","
+        start = time.monotonic()
+        assert math_reward.score(completion, "12") == 0.0  # wrong, not None: a slow parse never blames the gold
+        assert time.monotonic() - start < 0.5
 
 
 def test_score_values() -> None:

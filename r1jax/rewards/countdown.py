@@ -3,14 +3,15 @@
 The equation is the content of the last `<answer>...</answer>`. Scores:
   * no answer block, or an empty one                   -> 0
   * an answer that is not a valid, exact solution      -> `format_score`
-    (characters other than ASCII digits, `+ - * /`, parentheses and spaces; numbers other than
+    (characters other than ASCII digits, `+ - * /`, parentheses and whitespace; numbers other than
     `nums` each used exactly once; syntax errors such as `**`, `//` or implicit multiplication;
     division by zero; too long or too deeply nested; a value that misses the target)
-  * |value - target| < 1e-5                            -> `correct_score`
+  * value == target, exactly                            -> `correct_score`
 
 Stricter than TinyZero's `eval`-based check where that check was hackable or accidental: no `**`
 power, no decimal points, no unicode digits. Unary minus is kept, as `eval` allowed it. Values are
-exact (`fractions.Fraction`); the parser is ours, never `eval`.
+exact (`fractions.Fraction`), so a near miss such as `7 + 1/(50*50*50)` for 7 is a miss (TinyZero's
+float check accepts anything within 1e-5); the parser is ours, never `eval`.
 """
 from __future__ import annotations
 
@@ -22,10 +23,9 @@ from r1jax.rewards.format import ANSWER_TAG, last_tag_content
 
 MAX_EQUATION_CHARS = 512
 MAX_NESTING = 32
-_TOLERANCE = Fraction(1, 10**5)
 
 # Explicit ASCII classes: `\d` and str.isdigit() would also accept digits such as '１' or '٣'.
-_ALLOWED = re.compile(r"[0-9+\-*/() ]+")
+_ALLOWED = re.compile(r"[0-9+\-*/()\s]+")
 _NUMBER = re.compile(r"[0-9]+")
 _TOKEN = re.compile(r"[0-9]+|[-+*/()]")
 
@@ -85,7 +85,7 @@ def score(
     if not uses_each_number_once(equation, nums):
         return format_score
     value = evaluate_equation(equation)
-    if value is None or abs(value - Fraction(target)) >= _TOLERANCE:
+    if value is None or value != Fraction(target):
         return format_score
     return correct_score
 

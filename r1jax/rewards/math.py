@@ -27,10 +27,12 @@ from __future__ import annotations
 import cmath
 import functools
 import math
+import numbers
 import random
 import re
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from fractions import Fraction
 
 from r1jax.rewards.format import ANSWER_TAG, last_tag_content
@@ -150,12 +152,12 @@ def equivalent(prediction: str | None, gold: str, *, timeout_s: float = DEFAULT_
 
     A missing, unreadable or too slow prediction is False. Thread-safe; bounded by `timeout_s`.
     """
-    deadline = time.monotonic() + timeout_s
     gold_node = _parse(gold)
     if gold_node is None:
         return None
     prediction_node = None if prediction is None else _parse(prediction)
-    comparison = _Comparison(gold_node, prediction_node, deadline)
+    # The clock starts after parsing, so a slow prediction can never make the gold look unevaluable.
+    comparison = _Comparison(gold_node, prediction_node, time.monotonic() + timeout_s)
     try:
         comparison.require_evaluable(gold_node)
     except (_Unevaluable, _OutOfTime):
@@ -171,11 +173,17 @@ def equivalent(prediction: str | None, gold: str, *, timeout_s: float = DEFAULT_
 def verify(completion: str, gold: str | int | float, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool | None:
     """Whether the final answer of `completion` equals `gold`; None if `gold` is unreadable.
 
-    `gold` may be a bare answer (numbers from a dataset are taken as written by `str`) or a worked
-    solution ending in `\\boxed{...}` or `#### answer`.
+    `gold` may be a bare answer (a number from a dataset, a float written out in positional notation)
+    or a worked solution ending in `\\boxed{...}` or `#### answer`.
     """
-    gold_text = str(gold)
+    inexact = isinstance(gold, numbers.Real) and not isinstance(gold, numbers.Rational)  # float, numpy floats
+    gold_text = _positional(float(gold)) if inexact else str(gold)
     return equivalent(extract_answer(completion), extract_answer(gold_text) or gold_text, timeout_s=timeout_s)
+
+
+def _positional(number: float) -> str:
+    """1e-05 as 0.00001 and 1e+16 as 10000000000000000: `str` would write an exponent the parser reads as e."""
+    return format(Decimal(repr(number)), "f") if math.isfinite(number) else str(number)
 
 
 def score(
@@ -203,7 +211,9 @@ _UNIT_EXPONENT = r"(?:\s*\^\s*(?:\{\s*[0-9]\s*\}|[0-9]))?"  # cm^2
 _TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mbox)\s*\{([^{}]*)\}" + _UNIT_EXPONENT)
 _ROMAN_UNIT = re.compile(r"\\mathrm\s*\{\s*[A-Za-z]{2,}\s*\}" + _UNIT_EXPONENT)
 # "18 dollars" is 18, but "3 or more" is not 3.
-_NUMBER_THEN_WORDS = re.compile(r"([-+]?[0-9][0-9,]*(?:\.[0-9]+)?)\s*(?:(?!or\b)[A-Za-z]{2,}\.?\s*)+")
+# Whole words only (the lookahead): otherwise the repetition splits "students students," in
+# exponentially many ways before failing.
+_NUMBER_THEN_WORDS = re.compile(r"([-+]?[0-9][0-9,]*(?:\.[0-9]+)?)\s*(?:(?!or\b)[A-Za-z]{2,}(?![A-Za-z])\.?\s*)+")
 _FONT_COMMAND = re.compile(r"\\(?:mathrm|mathbf|mathit|boldsymbol|bm|operatorname)(?![A-Za-z])")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])")
 _BARE_AND = re.compile(r"(?<![A-Za-z\\])and(?![A-Za-z])")
@@ -256,7 +266,7 @@ def _normalize(answer: str) -> str:
         text = whole_text[1]
     text = _TEXT_COMMAND.sub(_text_outside_math, text)
     text = _FONT_COMMAND.sub("", _ROMAN_UNIT.sub(" ", text))
-    text = _DEGREES.sub("", text).replace("{,}", ",")
+    text = _DEGREES.sub("", text).replace("{,}", ",").replace(",\\!", ",")  # 10{,}000 and MATH's 10,\!000
     text = _BARE_AND.sub(",", text)
     text = _BARE_FUNCTION.sub(lambda match: "\\" + ("infty" if match[1].startswith("inf") else match[1]), text)
     text = text.strip().rstrip(".").strip()
@@ -494,7 +504,7 @@ class _Parser:
     def _primary(self) -> Node:
         kind, text = self._take()
         if kind == "num":
-            return ("num", Fraction(text))
+            return self._numeral_in_base(text) if self._peek() == ("op", "_") else ("num", Fraction(text))
         if kind == "name":
             return self._letter(text)
         if kind == "op":
@@ -513,6 +523,20 @@ class _Parser:
     def _letter(self, letter: str) -> Node:
         if self._peek() != ("op", "_"):
             return ("const", letter) if letter in _CONSTANT_LETTERS else ("var", letter)
+        return ("var", f"{letter}_{self._subscript()}")
+
+    def _numeral_in_base(self, digits: str) -> Node:
+        """`4210_{5}`: compared as written (digits and base), not by value; base 10 is a plain number."""
+        base = self._subscript()
+        if not (digits.isdigit() and base.isdigit() and 2 <= int(base) <= 36
+                and all(int(digit) < int(base) for digit in digits)):
+            raise _Unparseable("unsupported numeral base")
+        if int(base) == 10:
+            return ("num", Fraction(digits))
+        return ("text", f"{digits.lstrip('0') or '0'}base{int(base)}")
+
+    def _subscript(self) -> str:
+        """The text after `_`: one token, or the tokens of a braced group."""
         self._take()
         braced = self._peek() == ("op", "{")
         if braced:
@@ -524,7 +548,7 @@ class _Parser:
             parts.append(token[1])
             if not braced:
                 break
-        return ("var", f"{letter}_{''.join(parts)}")
+        return "".join(parts)
 
     def _bracketed(self, opening: str) -> Node:
         items = [self._sum()]
