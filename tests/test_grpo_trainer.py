@@ -75,7 +75,7 @@ def test_microbatches_and_skipped_zero_advantage_rows_give_the_whole_minibatch_u
     advantages[[1, 2, 6]] = 0  # e.g. groups whose completions all got the same reward
     batch = trainer.training_batch(rollout, advantages, mask_truncated=False, pad_id=0, prompt_bucket_cap=64)
 
-    results = []
+    results, reported = [], {}
     for microbatch_size, skip in ((0, False), *variants):
         config = grpo_config()
         config.grpo.update(loss_type=loss_type, microbatch_size=microbatch_size)
@@ -89,6 +89,13 @@ def test_microbatches_and_skipped_zero_advantage_rows_give_the_whole_minibatch_u
         step = trainer.make_train_step(model_config, config, optimizer, optax.constant_schedule(1.0), None)
         new_state, metrics = step(state, minibatch, num_items, num_sequences)
         results.append((jax.device_get(new_state["params"]), float(metrics["loss"]), float(metrics["grad_norm"])))
+        reported[microbatch_size, skip] = {k: float(v) for k, v in metrics.items() if k not in ("loss", "grad_norm")}
+    # The reported token means (entropy, ratio, clip fractions) cover the rows trained on, microbatched or not.
+    for (microbatch_size, skip), values in reported.items():
+        if microbatch_size and (0, skip) in reported:
+            assert values.keys() == reported[0, skip].keys() >= {"entropy", "ratio_mean"}
+            for key, value in values.items():
+                np.testing.assert_allclose(value, reported[0, skip][key], rtol=1e-5, atol=1e-7, err_msg=key)
     whole, whole_loss, whole_norm = results[0]
     assert whole_norm > 0
     for params_after, loss, norm in results[1:]:

@@ -129,6 +129,8 @@ def make_train_step(model_config: model_lib.ModelConfig, config: ml_collections.
 
     `num_items` and `num_sequences` are the token and row counts of the whole minibatch, which may hold
     more rows than `minibatch` (see `trained_minibatch`). The state is donated and stays on `state_shardings`.
+    The metrics of `grpo_loss` (entropy, ratio, clip fractions) are token means over the rows of `minibatch`:
+    with skipped zero-advantage rows, over the rows trained on.
     """
     g = config.grpo
     # token_mean is dapo over the minibatch's token count. With the minibatch's counts as normalisers every
@@ -146,11 +148,17 @@ def make_train_step(model_config: model_lib.ModelConfig, config: ml_collections.
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
+    def microbatch_step(params, microbatch, num_items, num_sequences):
+        (loss, metrics), grads = grad_fn(params, microbatch, num_items, num_sequences)
+        # Metrics are token means of the microbatch: summed back up by its token count.
+        tokens = microbatch["mask"].sum().astype(jnp.float32)
+        return loss, jax.tree.map(lambda m: m * tokens, metrics), tokens, grads
+
     def train_step(state: State, batch: Mapping[str, jax.Array], num_items: jax.Array, num_sequences: jax.Array):
-        ((loss, metrics), grads), count = optim.sum_over_microbatches(
-            lambda microbatch: grad_fn(state["params"], microbatch, num_items, num_sequences), batch,
+        (loss, metric_sums, tokens, grads), _ = optim.sum_over_microbatches(
+            lambda microbatch: microbatch_step(state["params"], microbatch, num_items, num_sequences), batch,
             g.microbatch_size)
-        metrics = jax.tree.map(lambda m: m / count, metrics)  # token means of equal slices: their average
+        metrics = jax.tree.map(lambda m: m / jnp.maximum(tokens, 1), metric_sums)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state["step"]))
