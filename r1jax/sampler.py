@@ -24,9 +24,9 @@ strings are also matched on the host after generation (they need the tokenizer's
 whose text contains one is cut after the first token that completes it, and counts as finished.
 Their canonical encodings are added to the device stop sequences, so the common case stops early.
 
-Filtering order follows `transformers`: temperature, then top-k, then top-p (on the top-k
-renormalised probabilities), then min-p (relative to the most likely token, so its place in the
-order does not matter).
+Filtering order follows `transformers`: temperature, then top-k (tokens tied with the k-th are
+kept), then top-p (on the top-k renormalised probabilities), then min-p (relative to the most likely
+token, so its place in the order does not matter).
 """
 
 from __future__ import annotations
@@ -148,17 +148,19 @@ def sample_tokens(key: jax.Array, logits_BxV: jax.Array, spec: SamplingSpec) -> 
     if spec.temperature == 0:
         return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
     scaled_BxV = logits_BxV.astype(jnp.float32) / spec.temperature
-    if spec.top_k or spec.top_p < 1:
-        # Filter in sorted space: lax.top_k avoids a full-vocabulary sort unless top-p needs it.
-        k = min(spec.top_k or scaled_BxV.shape[-1], scaled_BxV.shape[-1])
-        sorted_BxK, token_ids_BxK = jax.lax.top_k(scaled_BxV, k)
-        keep_BxK = _min_p_keep(sorted_BxK, sorted_BxK[:, :1], spec.min_p)
-        if spec.top_p < 1:
-            probs_BxK = jax.nn.softmax(sorted_BxK, axis=-1)
-            mass_before_BxK = jnp.cumsum(probs_BxK, axis=-1) - probs_BxK
-            keep_BxK &= mass_before_BxK < spec.top_p  # the most likely token is always kept
-        choice_B = jax.random.categorical(key, jnp.where(keep_BxK, sorted_BxK, -jnp.inf), axis=-1)
-        return jnp.take_along_axis(token_ids_BxK, choice_B[:, None], axis=-1)[:, 0].astype(jnp.int32)
+    vocab_size = scaled_BxV.shape[-1]
+    if 0 < spec.top_k < vocab_size:
+        # Every token tied with the k-th stays, as in transformers and vLLM (ties are common in bfloat16).
+        kth_Bx1 = jax.lax.top_k(scaled_BxV, spec.top_k)[0][:, -1:]
+        scaled_BxV = jnp.where(scaled_BxV >= kth_Bx1, scaled_BxV, -jnp.inf)
+    if spec.top_p < 1:
+        # The nucleus is a prefix of the sorted vocabulary: draw in sorted space, then map back to ids.
+        sorted_BxV, token_ids_BxV = jax.lax.top_k(scaled_BxV, vocab_size)
+        probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
+        mass_before_BxV = jnp.cumsum(probs_BxV, axis=-1) - probs_BxV
+        keep_BxV = (mass_before_BxV < spec.top_p) & _min_p_keep(sorted_BxV, sorted_BxV[:, :1], spec.min_p)
+        choice_B = jax.random.categorical(key, jnp.where(keep_BxV, sorted_BxV, -jnp.inf), axis=-1)
+        return jnp.take_along_axis(token_ids_BxV, choice_B[:, None], axis=-1)[:, 0].astype(jnp.int32)
     keep_BxV = _min_p_keep(scaled_BxV, jnp.max(scaled_BxV, axis=-1, keepdims=True), spec.min_p)
     return jax.random.categorical(key, jnp.where(keep_BxV, scaled_BxV, -jnp.inf), axis=-1).astype(jnp.int32)
 

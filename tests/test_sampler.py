@@ -118,8 +118,7 @@ def _filtered_distribution(logits, spec):
     probs = np.exp(logits / spec.temperature - np.max(logits / spec.temperature))
     probs /= probs.sum()
     order = np.argsort(-probs, kind="stable")
-    keep = np.zeros(len(probs), bool)
-    keep[order[:spec.top_k or len(probs)]] = True
+    keep = probs >= probs[order[spec.top_k - 1]] if spec.top_k else np.ones(len(probs), bool)  # ties with the k-th
     if spec.top_p < 1:
         kept = probs * keep / (probs * keep).sum()
         mass_before = np.cumsum(kept[order]) - kept[order]
@@ -128,15 +127,21 @@ def _filtered_distribution(logits, spec):
     return np.where(keep, probs, 0) / np.where(keep, probs, 0).sum()
 
 
-@pytest.mark.parametrize("spec", [
-    sampler.SamplingSpec(temperature=1.0),
-    sampler.SamplingSpec(temperature=0.5, top_k=3),
-    sampler.SamplingSpec(temperature=1.0, top_p=0.7),
-    sampler.SamplingSpec(temperature=1.3, min_p=0.3),
-    sampler.SamplingSpec(temperature=0.8, top_k=5, top_p=0.8, min_p=0.05),
+DISTINCT_LOGITS = [2.0, 1.5, 1.4, 0.3, 0.0, -0.5, -1.0, -3.0]
+TIED_LOGITS = [1.0, 2.0, 1.0, 0.0, 1.0, 2.0, -1.0, 1.0]  # as bfloat16 logits often are
+
+
+@pytest.mark.parametrize("logits, spec", [
+    (DISTINCT_LOGITS, sampler.SamplingSpec(temperature=1.0)),
+    (DISTINCT_LOGITS, sampler.SamplingSpec(temperature=0.5, top_k=3)),
+    (DISTINCT_LOGITS, sampler.SamplingSpec(temperature=1.0, top_p=0.7)),
+    (DISTINCT_LOGITS, sampler.SamplingSpec(temperature=1.3, min_p=0.3)),
+    (DISTINCT_LOGITS, sampler.SamplingSpec(temperature=0.8, top_k=5, top_p=0.8, min_p=0.05)),
+    (TIED_LOGITS, sampler.SamplingSpec(temperature=1.0, top_k=3)),
+    (TIED_LOGITS, sampler.SamplingSpec(temperature=1.0, top_k=3, top_p=0.8)),
 ], ids=str)
-def test_filtered_sampling_matches_renormalised_distribution(spec):
-    logits = np.array([2.0, 1.5, 1.4, 0.3, 0.0, -0.5, -1.0, -3.0], np.float32)
+def test_filtered_sampling_matches_renormalised_distribution(logits, spec):
+    logits = np.array(logits, np.float32)
     draws = 40_000
     tokens = jax.jit(sampler.sample_tokens, static_argnums=2)(
         jax.random.key(0), jnp.broadcast_to(logits, (draws, len(logits))), spec)
