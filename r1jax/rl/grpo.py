@@ -7,8 +7,8 @@ completion tokens that are trained on) and L_i = sum_t m_it the sequence's token
 
 Advantages (GRPO, "DeepSeekMath", Shao et al. 2024), one per completion:
     A_i = (R_i - mean_group(R)) / (std(R) + eps)
-where std is the group's (scale="group"), the whole batch's (scale="batch", batch-level
-normalisation as in "REINFORCE++", Hu 2025), or left out (scale="none", as recommended by
+where std is the group's (scale="group"), the whole batch's rewards' (scale="batch", TRL's
+`scale_rewards="batch"`), or left out (scale="none", as recommended by
 Dr. GRPO, "Understanding R1-Zero-Like Training", Liu et al. 2025: dividing by the group std
 over-weights prompts that are almost always or almost never solved).
 
@@ -20,6 +20,9 @@ policy is estimated per sampled token (Schulman, "Approximating KL Divergence", 
 d_it = ref_logp_it - logp_it:
     k1: -d_it                   unbiased, can be negative
     k3: exp(d_it) - d_it - 1    unbiased and >= 0; the one GRPO uses
+Both are estimates of the KL's value; as loss terms their gradients are not the KL's gradient. On
+the policy's own samples k1's gradient is zero in expectation (beta with k1 only adds noise), and
+k3's is that of KL(ref || policy), not KL(policy || ref) (Tang & Munos 2025).
 
 Sequence-level importance ratio (GSPO, "Group Sequence Policy Optimization", Zheng et al. 2025):
     s_i  = exp(sum_t m_it (logp_it - old_logp_it) / L_i)
