@@ -1002,16 +1002,27 @@ _MIRRORED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
 def _in_notation_of(node: Node, other: Node) -> Node:
     """`node` rewritten into the notation of `other` where the two differ only in notation.
 
-    "x > 3" against "(3, \\infty)" or "x \\in (3, \\infty)" becomes that membership; "x = 3" against
-    "3" and "x \\in [1, 2]" against "[1, 2]" become the assigned value; "\\{3\\}" against "3" becomes 3.
+    "x > 3" against "(3, \\infty)" or "x \\in (3, \\infty)" becomes that membership; "x = 3" and
+    "f(x) = 2x" against "3" and "2x", and "x \\in [1, 2]" against "[1, 2]", become the assigned value;
+    "\\{3\\}" against "3" becomes 3.
     """
     if other[0] == "tuple" or (other[0] == "rel" and other[1] == "\\in"):
         node = _as_membership(node) or node
-    if node[0] == "rel" and other[0] != "rel" and node[1] in ("=", "\\in") and node[2][0] == "var":
+    if node[0] == "rel" and other[0] != "rel" and node[1] in ("=", "\\in") and _names_a_value(node[2]):
         node = node[3]
     if node[0] == "set" and len(node[1]) == 1 and other[0] not in _STRUCTURED:
         node = node[1][0]
     return node
+
+
+def _names_a_value(node: Node) -> bool:
+    """A variable, or a function of variables: "f(x)" (parsed as f times x) and "f(x, y)"."""
+    if node[0] == "var":
+        return True
+    if node[0] != "mul" or len(node[1]) != 2 or node[1][0][0] != "var":
+        return False
+    argument = node[1][1]
+    return argument[0] == "var" or (argument[0] == "tuple" and all(item[0] == "var" for item in argument[3]))
 
 
 def _as_membership(relation: Node) -> Node | None:
