@@ -134,6 +134,10 @@ def _abstract_leaf(leaf: Any) -> Any:
     return leaf
 
 
+# A run that saved on a signal exits with this (EX_TEMPFAIL): the same command continues it.
+STOPPED_EXIT_CODE = 75
+
+
 class PreemptionGuard:
     """Turns SIGTERM (and SIGINT by default) into a flag the training loop polls.
 

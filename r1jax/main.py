@@ -8,6 +8,7 @@ those functions directly.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 
@@ -26,11 +27,50 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
                                       "Processes in a multi-process run (else $R1JAX_NUM_PROCESSES).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None,
                                    "This process's index in a multi-process run (else $R1JAX_PROCESS_ID).")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_boolean(
+    "allow_config_change", False, "Resume the run in --workdir although its config.json differs from this config.")
+
+_SHOWN_CHANGES = 5
 
 
-def default_workdir() -> str:
-    path = config_flags.get_config_filename(flags.FLAGS["config"])
-    return os.path.join("workdir", os.path.splitext(os.path.basename(path))[0])
+def default_workdir(config_file: str) -> str:
+    """`workdir/<config name>`, with the variant: `configs/x.py:smoke` -> `workdir/x_smoke`."""
+    name, _, variant = os.path.basename(config_file).partition(":")
+    return os.path.join("workdir", "_".join([os.path.splitext(name)[0], *filter(None, variant.split(","))]))
+
+
+def config_changes(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """`key: old -> new` for every field (dotted) whose value differs between two JSON configs."""
+    changes = []
+    for key in sorted(saved.keys() | current.keys()):
+        old, new = saved.get(key, "(none)"), current.get(key, "(none)")
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += config_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changes
+
+
+def prepare_workdir(workdir: str, config_json: str, *, write: bool, allow_config_change: bool) -> str | None:
+    """Creates `workdir` and saves the config there (if `write`); the problem if it cannot, or if the workdir
+    holds a run of another config (unless `allow_config_change`): resuming it would mix two runs."""
+    path = os.path.join(workdir, "config.json")
+    try:
+        if os.path.isfile(path) and not allow_config_change:
+            with open(path) as f:
+                changes = config_changes(json.load(f), json.loads(config_json))
+            if changes:
+                shown = "; ".join(changes[:_SHOWN_CHANGES]) + ("; ..." if len(changes) > _SHOWN_CHANGES else "")
+                return (f"--workdir {workdir} holds a run of another config ({shown}); give another --workdir, "
+                        f"or --allow_config_change to continue that run with this config")
+        os.makedirs(workdir, exist_ok=True)
+        if write:  # beside, then renamed: the other processes of a job may be reading it
+            with open(path + ".partial", "w") as f:
+                f.write(config_json)
+            os.replace(path + ".partial", path)
+    except (OSError, ValueError) as e:  # ValueError: a config.json that is not JSON
+        return f"--workdir {workdir}: {e}"
+    return None
 
 
 def main(argv: list[str]) -> None:
@@ -42,7 +82,7 @@ def main(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:
         absl_logging.set_verbosity(absl_logging.WARNING)
 
-    from r1jax import distributed
+    from r1jax import checkpoint, distributed
     from r1jax.config import ConfigError, validate
 
     config = _CONFIG.value
@@ -56,37 +96,60 @@ def main(argv: list[str]) -> None:
         print(f"r1jax: {e}", file=sys.stderr)
         sys.exit(2)
     distributed.silence_other_processes()
-    workdir = _WORKDIR.value or default_workdir()
-    os.makedirs(workdir, exist_ok=True)
-    if distributed.is_main_process():
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-    importlib.import_module(MODES[config.mode]).run(config, workdir)
+    workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
+    problem = prepare_workdir(workdir, config.to_json_best_effort(indent=2), write=distributed.is_main_process(),
+                              allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+    if problem:
+        print(f"r1jax: {problem}", file=sys.stderr)
+        sys.exit(2)
+    result = importlib.import_module(MODES[config.mode]).run(config, workdir)
+    records = result if isinstance(result, list) else [result]  # the pipeline's: one per stage
+    if any(isinstance(record, dict) and record.get("stopped") for record in records):
+        sys.exit(checkpoint.STOPPED_EXIT_CODE)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, except that an override naming no config field is one line and exit code 2."""
-    try:
-        return app.parse_flags_with_usage(argv)
-    except (AttributeError, KeyError, TypeError):  # what ml_collections raises for such an override
-        problem = _unknown_override(argv)
-        if problem is None:
-            raise
-        print(f"r1jax: {problem}", file=sys.stderr)
-        sys.exit(2)
+    """absl's flag parsing, except that a missing config file, a bad variant or an override naming no config
+    field is one line and exit code 2."""
+    config_file = _config_file_argument(argv)
+    problem = config_file and _config_file_problem(config_file)
+    if not problem:
+        try:
+            return app.parse_flags_with_usage(argv)
+        except (AttributeError, KeyError, TypeError):  # what ml_collections raises for such an override
+            problem = config_file and _unknown_override(config_file, argv)
+            if not problem:
+                raise
+    print(f"r1jax: {problem}", file=sys.stderr)
+    sys.exit(2)
 
 
-def _unknown_override(argv: list[str]) -> str | None:
-    from r1jax.config import load_config_file, unknown_override
-
+def _config_file_argument(argv: list[str]) -> str:
     config_file = ""
     for arg, following in zip(argv, [*argv[1:], ""]):
         if arg == "--config":
             config_file = following
         elif arg.startswith("--config="):
             config_file = arg.partition("=")[2]
-    if not config_file:
-        return None
+    return config_file
+
+
+def _config_file_problem(config_file: str) -> str | None:
+    from r1jax.config import load_config_file
+
+    path = config_file.partition(":")[0]
+    if not os.path.isfile(path):
+        return f"--config: {path!r} is not a file"
+    try:
+        load_config_file(config_file)
+    except ValueError as e:  # e.g. an unknown variant
+        return f"--config {config_file}: {e}"
+    return None
+
+
+def _unknown_override(config_file: str, argv: list[str]) -> str | None:
+    from r1jax.config import load_config_file, unknown_override
+
     config = load_config_file(config_file)
     overrides = (arg.partition("=")[0].removeprefix("--config.") for arg in argv if arg.startswith("--config."))
     return next(filter(None, (unknown_override(config, dotted) for dotted in overrides)), None)

@@ -75,6 +75,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def stage_config(stage: Mapping[str, Any], names: Mapping[str, str]) -> ml_collections.ConfigDict:
     """The stage's config file with its overrides applied, `{name}` placeholders replaced from `names`."""
     config = load_config_file(stage["config"])
+    config.lock()  # an override naming no field is an error, not a new field
     for key, value in dict(stage.get("overrides", {})).items():
         if isinstance(value, str):
             value = PLACEHOLDER.sub(lambda m: names[m.group(1)], value)
@@ -83,11 +84,14 @@ def stage_config(stage: Mapping[str, Any], names: Mapping[str, str]) -> ml_colle
         except (KeyError, AttributeError, TypeError) as e:
             raise ConfigError(f"stage {stage['name']}: override {key}={value!r} does not fit its config "
                               f"({stage['config']}): {e}") from None
+    config.unlock()
     return config
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
     """Runs the unfinished stages in order; returns one record per stage (name, mode, seconds, workdir).
+
+    A stage stopped by a signal (it saved) ends the pipeline there, its record marked `stopped`.
 
     `seconds` is wall time; `cpu_seconds` is this process's CPU time (all its threads), the fairer
     figure when other jobs share the machine.
@@ -116,9 +120,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
             f.write(stage_cfg.to_json_best_effort(indent=2))
         print(f"stage {stage['name']}: mode {stage_cfg.mode} in {stage_dir}", flush=True)
         start, cpu_start = time.perf_counter(), time.process_time()
-        importlib.import_module(MODES[stage_cfg.mode]).run(stage_cfg, stage_dir)
+        summary = importlib.import_module(MODES[stage_cfg.mode]).run(stage_cfg, stage_dir)
         record = dict(name=stage["name"], mode=stage_cfg.mode, seconds=time.perf_counter() - start,
                       cpu_seconds=time.process_time() - cpu_start, workdir=stage_dir)
+        if isinstance(summary, dict) and summary.get("stopped"):  # saved on a signal: not finished
+            print(f"stage {stage['name']}: stopped at step {summary['steps']} of {stage_cfg.steps}; the same "
+                  f"command continues it", flush=True)
+            return [*records, dict(record, stopped=True)]
         with open(done_path + ".partial", "w") as f:
             json.dump(record, f)
         os.replace(done_path + ".partial", done_path)

@@ -727,7 +727,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         writer.close()
     summary = dict(steps=step, final_eval=last_eval, params=state["params"])
     if step < config.steps:
-        return summary  # preempted: the next run in this workdir continues
+        return dict(summary, stopped=True)  # preempted: the next run in this workdir continues
     export_dir = os.path.join(workdir, "hf_export")
     hf.save_pretrained(model_config, state["params"], export_dir)  # every process: the tensors are gathered in turn
     if not distributed.is_main_process():

@@ -103,6 +103,40 @@ def test_cli_rejects_an_unknown_override_in_one_line_with_exit_code_2(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_cli_rejects_a_missing_config_file_and_an_unknown_variant_in_one_line(tmp_path):
+    missing = _run_cli("--config", "configs/no_such.py", "--workdir", str(tmp_path / "run"), cwd=REPO)
+    assert (missing.returncode, missing.stderr.strip()) == (2, "r1jax: --config: 'configs/no_such.py' is not a file")
+    variant = _run_cli("--config", "configs/countdown_tiny.py:smok", "--workdir", str(tmp_path / "run"), cwd=REPO)
+    assert variant.returncode == 2 and variant.stderr.strip().splitlines() == [
+        "r1jax: --config configs/countdown_tiny.py:smok: unknown variant 'smok'; the only variant is 'smoke'"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_default_workdir_names_the_config_and_its_variant():
+    assert main.default_workdir("configs/countdown_tiny.py") == os.path.join("workdir", "countdown_tiny")
+    assert main.default_workdir("/x/sft_journey_tiny.py:journey,smoke") == os.path.join(
+        "workdir", "sft_journey_tiny_journey_smoke")
+
+
+def test_a_workdir_holding_a_run_of_another_config_is_refused(tmp_path):
+    workdir = tmp_path / "run"
+    first = json.dumps({"steps": 120, "rollout": {"group_size": 8, "temperature": 1.0}, "seed": 0})
+    other = json.dumps({"steps": 2, "rollout": {"group_size": 8, "temperature": 0.7}, "seed": 0, "new": 1})
+
+    def prepare(config_json, allow=False):
+        return main.prepare_workdir(str(workdir), config_json, write=True, allow_config_change=allow)
+
+    assert prepare(first) is None and prepare(first) is None  # a new run, then its resumption
+    assert prepare(other) == (f"--workdir {workdir} holds a run of another config (new: '(none)' -> 1; "
+                              "rollout.temperature: 1.0 -> 0.7; steps: 120 -> 2); give another --workdir, or "
+                              "--allow_config_change to continue that run with this config")
+    assert json.loads((workdir / "config.json").read_text())["steps"] == 120  # left as it was
+    assert prepare(other, allow=True) is None and json.loads((workdir / "config.json").read_text())["steps"] == 2
+    (tmp_path / "a_file").write_text("")
+    assert main.prepare_workdir(str(tmp_path / "a_file"), first, write=True, allow_config_change=False).startswith(
+        f"--workdir {tmp_path / 'a_file'}: [Errno 17] File exists")
+
+
 def test_cli_runs_the_benchmark_mode_with_variant_and_overrides(tmp_path):
     workdir = tmp_path / "run"
     result = _run_cli("--config", os.path.join(REPO, "configs", "benchmark.py") + ":tiny-llama", "--workdir",

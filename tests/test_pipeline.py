@@ -55,6 +55,24 @@ def test_overrides_name_earlier_stages_and_vars():
         pipeline.stage_config({"name": "b", "config": SFT, "overrides": {"no_such.key": 1}}, {})
     with pytest.raises(ConfigError, match=r"override steps='many' does not fit"):
         pipeline.stage_config({"name": "b", "config": SFT, "overrides": {"steps": "many"}}, {})
+    with pytest.raises(ConfigError, match=r"override sft\.seqlen=64 does not fit"):  # a new field in a section
+        pipeline.stage_config({"name": "b", "config": SFT, "overrides": {"sft.seqlen": 64}}, {})
+
+
+def test_a_stage_stopped_by_a_signal_ends_the_pipeline_unfinished(tmp_path, monkeypatch):
+    from r1jax import sft
+
+    runs = []
+
+    def sft_run_preempted(stage_config, workdir):
+        runs.append(workdir)
+        return {"steps": 1, "stopped": True}
+
+    monkeypatch.setattr(sft, "run", sft_run_preempted)
+    config = _pipeline({"name": "a", "config": SFT}, {"name": "b", "config": SFT})
+    records = pipeline.run(config, str(tmp_path))
+    assert runs == [str(tmp_path / "a")] and [(r["name"], r.get("stopped")) for r in records] == [("a", True)]
+    assert not (tmp_path / "a" / pipeline.DONE_FILE).exists()  # the rerun continues stage a
 
 
 def _correct_traces(path, pipeline_config):

@@ -468,7 +468,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     grpo_run = GRPORun(config, workdir)
     summary = grpo_run.run()
     if summary["steps"] < config.steps:
-        return summary  # preempted: the next run in this workdir continues
+        return dict(summary, stopped=True)  # preempted: the next run in this workdir continues
     export_dir = os.path.join(workdir, "hf_export")
     hf.save_pretrained(grpo_run.model_config, grpo_run.state["params"], export_dir)  # every process takes part
     if not distributed.is_main_process():

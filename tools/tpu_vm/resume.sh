@@ -48,6 +48,7 @@ while true; do
       case $last_run in
         none) ;;
         0) log "the command finished on every worker"; exit 0 ;;
+        75) log "the command saved and stopped on a signal (exit 75); running it again" ;;
         *) failed "the command exited with status $last_run" ;;
       esac
       if ((!installed)); then
