@@ -364,6 +364,12 @@ def validate_generation(section: ml_collections.ConfigDict, prefix: str = "") ->
         _fail(f"{prefix}{name}", problem)
 
 
+def validate_output_file(config: ml_collections.ConfigDict) -> None:
+    """`config.output_file`: a file name, under the workdir (its folders are made as needed)."""
+    if os.path.basename(config.output_file) in ("", ".", ".."):
+        _fail("output_file", f"{config.output_file!r} names no file; give a file name, relative to the workdir")
+
+
 def validate_tokenizer(config: ml_collections.ConfigDict) -> None:
     """`config.tokenizer`: a path, 'char', or '' to use model.checkpoint's tokenizer."""
     if not config.tokenizer and not config.model.checkpoint:
@@ -372,15 +378,54 @@ def validate_tokenizer(config: ml_collections.ConfigDict) -> None:
         _fail("tokenizer", f"{config.tokenizer!r} does not exist; give a tokenizer directory/file or 'char'")
 
 
+def validate_optimizer(optimizer: ml_collections.ConfigDict) -> None:
+    """The `optimizer` section (`optim.optimizer_config`) of every mode that trains."""
+    checks = [
+        ("schedule", optimizer.schedule in optim.SCHEDULES,
+         f"{optimizer.schedule!r} is not one of {', '.join(optim.SCHEDULES)}"),
+        ("learning_rate", optimizer.learning_rate > 0, f"{optimizer.learning_rate} must be positive"),
+        ("warmup_steps", optimizer.warmup_steps >= 0, f"{optimizer.warmup_steps} must be >= 0"),
+        ("b1", 0 <= optimizer.b1 < 1, f"{optimizer.b1} must be in [0, 1)"),
+        ("b2", 0 <= optimizer.b2 < 1, f"{optimizer.b2} must be in [0, 1)"),
+        ("eps", optimizer.eps > 0, f"{optimizer.eps} must be positive"),
+        ("weight_decay", optimizer.weight_decay >= 0, f"{optimizer.weight_decay} must be >= 0"),
+        ("max_grad_norm", optimizer.max_grad_norm >= 0, f"{optimizer.max_grad_norm} must be >= 0 (0: no clipping)"),
+    ]
+    for key, ok, message in checks:
+        if not ok:
+            _fail(f"optimizer.{key}", message)
+
+
 def _validate_grpo(config: ml_collections.ConfigDict, batch_ways: int) -> None:
     from r1jax.rl import grpo
 
     validate_tokenizer(config)
     validate_task_data(config)
+    validate_optimizer(config.optimizer)
     r, g = config.rollout, config.grpo
-    if r.group_size < 2:
-        _fail("rollout.group_size", f"{r.group_size} must be at least 2: advantages compare samples of one prompt")
+    checks = [
+        # steps=0 only makes sense to pretrain a base and stop; otherwise it would export the untrained model.
+        ("steps", config.steps > 0 or (config.steps == 0 and config.pretrain.steps > 0),
+         f"{config.steps} must be positive (0 only with pretrain.steps > 0, to pretrain and stop)"),
+        ("rollout.prompts_per_step", r.prompts_per_step > 0, f"{r.prompts_per_step} must be positive"),
+        ("rollout.group_size", r.group_size >= 2,
+         f"{r.group_size} must be at least 2: advantages compare samples of one prompt"),
+        ("grpo.num_iterations", g.num_iterations > 0, f"{g.num_iterations} must be positive"),
+        ("eval.every", config.eval.every >= 0,
+         f"{config.eval.every} must be >= 0 (0: only before the first step and after the last)"),
+        ("eval.num_examples", config.eval.num_examples > 0, f"{config.eval.num_examples} must be positive"),
+        ("eval.batch_size", config.eval.batch_size > 0, f"{config.eval.batch_size} must be positive"),
+        ("checkpoint_every", config.checkpoint_every > 0, f"{config.checkpoint_every} must be positive"),
+        ("keep_checkpoints", config.keep_checkpoints > 0, f"{config.keep_checkpoints} must be positive"),
+        ("log_samples_every", config.log_samples_every >= 0, f"{config.log_samples_every} must be >= 0 (0: never)"),
+    ]
+    for key, ok, message in checks:
+        if not ok:
+            _fail(key, message)
     validate_generation(r, "rollout.")
+    if r.temperature == 0:
+        _fail("rollout.temperature", "GRPO needs sampling (> 0): greedy samples of a prompt are all the same, so "
+                                     "every advantage is 0 and nothing is learned")
     if r.rules:
         try:
             sharding.get_rules(r.rules)
@@ -416,8 +461,20 @@ def validate_task_data(config: ml_collections.ConfigDict) -> None:
     if config.data.template not in templates:
         _fail("data.template", f"{config.data.template!r} is not one of {', '.join(templates)} "
                                f"(the {config.data.name} task's templates)")
+    if config.data.name == "countdown":
+        validate_countdown_data(config.data.countdown)
     if config.data.name == "math":
         _validate_math_data(config.data.math)
+
+
+def validate_countdown_data(countdown: ml_collections.ConfigDict) -> None:
+    """A `countdown_data_config` section, as `r1jax.data.countdown.CountdownConfig` checks it."""
+    from r1jax.data import countdown as countdown_lib
+
+    try:
+        countdown_lib.CountdownConfig(**dict(countdown))
+    except (TypeError, ValueError) as e:
+        _fail("data.countdown", str(e))
 
 
 def validate_rewards(config: ml_collections.ConfigDict) -> None:
@@ -458,9 +515,11 @@ def _validate_pretrain(config: ml_collections.ConfigDict) -> None:
                                        f"{p.max_attempts}")
     if p.arithmetic_facts and not p.max_value:
         _fail("pretrain.arithmetic_facts", "needs pretrain.max_value, the bound the drilled results stay under")
-    for key in ("batch_size", "seq_len", "traces_per_example"):
+    for key in ("batch_size", "seq_len", "traces_per_example", "learning_rate"):
         if p[key] <= 0:
             _fail(f"pretrain.{key}", f"{p[key]} must be positive")
+    if p.warmup_steps < 0:
+        _fail("pretrain.warmup_steps", f"{p.warmup_steps} must be >= 0")
 
 
 def _validate_math_data(math: ml_collections.ConfigDict) -> None:

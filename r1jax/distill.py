@@ -39,7 +39,8 @@ import numpy as np
 import tqdm
 
 from r1jax import runtime, sampler, sharding
-from r1jax.config import ConfigError, validate_generation, validate_rewards, validate_task_data, validate_tokenizer
+from r1jax.config import (ConfigError, validate_generation, validate_output_file, validate_rewards,
+                          validate_task_data, validate_tokenizer)
 from r1jax.data import records, tasks
 from r1jax.rewards import RewardSet
 from r1jax.tokenizer import Tokenizer
@@ -76,12 +77,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         ("traces_file", not config.traces_file or os.path.isfile(config.traces_file),
          f"{config.traces_file!r} is not a file; point it at JSON lines with 'prompt_id' and 'completion', "
          "or set it to '' to sample from the teacher"),
-        ("output_file", bool(config.output_file), "is empty; name the JSONL file to write under the workdir"),
         ("sampling.num_samples", s.num_samples > 0, f"{s.num_samples} must be positive"),
     ]
     for key, ok, message in checks:
         if not ok:
             raise ConfigError(f"config.{key}: {message}")
+    validate_output_file(config)
     validate_generation(s, "sampling.")
 
 

@@ -61,6 +61,10 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                          f"{'is' if len(missing) == 1 else 'are'} missing: pass --coordinator_address=host:port, "
                          f"--num_processes and --process_id (or set {ENV_COORDINATOR_ADDRESS}, {ENV_NUM_PROCESSES} "
                          f"and {ENV_PROCESS_ID})")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():  # JAX fails on it with a bare IndexError
+        source = "--coordinator_address" if coordinator_address is not None else ENV_COORDINATOR_ADDRESS
+        raise SetupError(f"{source}: give host:port, got {address!r}")
     if count < 1:
         raise SetupError(f"the number of processes is {count}; it must be at least 1")
     if not 0 <= index < count:

@@ -47,8 +47,8 @@ from matplotlib.ticker import FormatStrFormatter
 
 from r1jax import config as config_lib
 from r1jax import evaluate, runtime, sampler, scaling, sharding
-from r1jax.config import ConfigError, validate_tokenizer
-from r1jax.data import benchmarks, countdown, prompts, tasks
+from r1jax.config import ConfigError, validate_countdown_data, validate_tokenizer
+from r1jax.data import benchmarks, prompts, tasks
 from r1jax.model import ModelConfig, Params
 from r1jax.rewards.registry import RewardSet, RewardSpec, resolve
 from r1jax.tokenizer import Tokenizer
@@ -141,13 +141,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check(data.template in templates, "data.template",
            f"{data.template!r} is not one of {', '.join(templates)} (the {data.name} task's templates)")
     _check(data.num_examples >= 0, "data.num_examples", f"{data.num_examples} must be >= 0 (0: every test problem)")
-    try:
-        if data.name == "countdown":
-            countdown.CountdownConfig(**data.countdown)
-        else:
+    if data.name == "countdown":
+        validate_countdown_data(data.countdown)
+    else:
+        try:
             benchmarks.check_manual_dir(data.name, data.manual_dir)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"config.data.{'countdown' if data.name == 'countdown' else 'manual_dir'}: {e}") from None
+        except ValueError as e:
+            raise ConfigError(f"config.data.manual_dir: {e}") from None
 
     methods = tuple(config.methods)
     _check(bool(methods) and all(m in METHODS for m in methods) and len(set(methods)) == len(methods), "methods",

@@ -2,10 +2,10 @@
 
     python -m r1jax.main --config configs/generate.py --config.model.checkpoint=DIR --config.prompts_file=FILE
 
-Prompts file: `.jsonl` with a `"prompt"` string per line, or plain text with one prompt per line. Each
-output line is one sample: prompt index, sample index, prompt, completion text, token count, whether
-it finished (EOS or stop string) or was truncated, and the mean log-prob of its tokens (see
-`r1jax.sampler` for the convention).
+Prompts file: `.jsonl` (or `.json`) with a `{"prompt": ...}` object per line, or plain text with one prompt
+per line. Each output line is one sample: prompt index, sample index, prompt, completion text, token
+count, whether it finished (EOS or stop string) or was truncated, and the mean log-prob of its tokens
+(see `r1jax.sampler` for the convention).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tqdm
 
 from r1jax import runtime, sampler, sharding
 from r1jax.data import records
-from r1jax.config import ConfigError, validate_generation, validate_tokenizer
+from r1jax.config import ConfigError, validate_generation, validate_output_file, validate_tokenizer
 from r1jax.tokenizer import Tokenizer
 
 
@@ -37,20 +37,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key, ok, message in checks:
         if not ok:
             raise ConfigError(f"config.{key}: {message}")
+    validate_output_file(config)
     validate_generation(config)
 
 
 def read_prompts(path: str) -> list[str]:
-    """Prompts of a `.jsonl` file (`"prompt"` of each object) or of a text file (one per non-empty line)."""
-    if path.endswith(".jsonl"):
+    """Prompts of a `.jsonl`/`.json` file (`"prompt"` of each object, one a line) or of a text file (one per
+    non-empty line)."""
+    if path.endswith((".jsonl", ".json")):
         prompts = []
         for where, record in records.read_records(path, what="prompts"):
             if not isinstance(record.get("prompt"), str):
                 raise ValueError(f"{where}: expected an object with a string 'prompt'")
             prompts.append(record["prompt"])
         return prompts
-    with open(path, encoding="utf-8") as f:
-        prompts = [line.rstrip("\n") for line in f if line.strip()]
+    prompts = [line for _, line in records.text_lines(path) if line.strip()]
     if not prompts:
         raise ValueError(f"{path}: no prompts in the file")
     return prompts
@@ -78,6 +79,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                    max_prompt_len=config.max_prompt_len or None, pad_id=tokenizer.pad_id or 0)
     key = jax.random.key(config.seed)
     output_path = os.path.join(workdir, config.output_file)
+    os.makedirs(os.path.dirname(output_path), exist_ok=True)
     generated_tokens, start = 0, time.perf_counter()
     with sharding.use_mesh(mesh, rules), open(output_path, "w", encoding="utf-8") as out, \
             tqdm.tqdm(total=len(prompts), unit="prompt", desc="generate") as progress:

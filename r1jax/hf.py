@@ -41,15 +41,29 @@ class CheckpointError(ValueError):
     """A checkpoint directory that cannot be read as a supported model."""
 
 
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            raise CheckpointError(f"{path}: not valid JSON ({e}); the file may be truncated") from None
+
+
 # ---------------------------------------------------------------------------------------------
 # safetensors
 
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
     """Every tensor of one file as a read-only memory-mapped array (nothing is read until used)."""
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_len))
+        try:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > size - 8:  # e.g. a Git LFS pointer's text: reading that much would exhaust memory
+                raise ValueError(f"its header length {header_len} exceeds the file's {size} bytes")
+            header = json.loads(f.read(header_len))
+        except (struct.error, ValueError) as e:  # ValueError: also JSONDecodeError, UnicodeDecodeError
+            raise CheckpointError(f"{path}: not a safetensors file, or a truncated one ({e})") from None
     buffer = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
     tensors = {}
     for name, info in header.items():
@@ -89,8 +103,7 @@ def read_checkpoint_tensors(path: str) -> dict[str, np.ndarray]:
     """All tensors of a checkpoint directory, following `model.safetensors.index.json` when present."""
     index_path = os.path.join(path, "model.safetensors.index.json")
     if os.path.exists(index_path):
-        with open(index_path) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
+        files = sorted(set(_read_json(index_path)["weight_map"].values()))
     else:
         files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
     if not files:
@@ -263,8 +276,7 @@ def load_config(path: str, **overrides) -> ModelConfig:
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
         raise CheckpointError(f"{path}: no config.json (expected a Hugging Face model directory)")
-    with open(config_path) as f:
-        return config_from_hf(json.load(f), **overrides)
+    return config_from_hf(_read_json(config_path), **overrides)
 
 
 def load_pretrained(path: str, dtype: str | None = None, *, shardings: Params | None = None, **config_overrides

@@ -381,8 +381,8 @@ def validate_config(config: ml_collections.ConfigDict, batch_ways: int = 1) -> N
     """The sft mode's keys; raises ConfigError naming the first bad one. `batch_ways`: how many ways the
     mesh splits the batch."""
     # Lazily: r1jax.config imports r1jax.pretrain, which imports this module.
-    from r1jax.config import ConfigError, validate_tokenizer
-    from r1jax.data import countdown, journey, synthetic
+    from r1jax.config import ConfigError, validate_countdown_data, validate_optimizer, validate_tokenizer
+    from r1jax.data import journey, synthetic
 
     validate_tokenizer(config)
     d, s = config.data, config.sft
@@ -417,8 +417,6 @@ def validate_config(config: ml_collections.ConfigDict, batch_ways: int = 1) -> N
         ("log_every", config.log_every > 0, f"{config.log_every} must be positive"),
         ("checkpoint_every", config.checkpoint_every > 0, f"{config.checkpoint_every} must be positive"),
         ("keep_checkpoints", config.keep_checkpoints > 0, f"{config.keep_checkpoints} must be positive"),
-        ("optimizer.schedule", config.optimizer.schedule in optim.SCHEDULES,
-         f"{config.optimizer.schedule!r} is not one of {', '.join(optim.SCHEDULES)}"),
     ]
     if d.synthetic:
         j = d.journey
@@ -433,11 +431,9 @@ def validate_config(config: ml_collections.ConfigDict, batch_ways: int = 1) -> N
     for key, ok, message in checks:
         if not ok:
             raise ConfigError(f"config.{key}: {message}")
+    validate_optimizer(config.optimizer)
     if d.synthetic:
-        try:
-            countdown.CountdownConfig(**dict(d.countdown))
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"config.data.countdown: {e}") from None
+        validate_countdown_data(d.countdown)
 
 
 def _data_files(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str]:

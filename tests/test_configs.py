@@ -21,11 +21,13 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
 
 import jax
 import pytest
 
-from r1jax import aot, hf, main, pipeline, runtime, sharding
+from r1jax import aot, distributed, hf, main, pipeline, runtime, sharding
 from r1jax import config as config_lib
 from r1jax import model as model_lib
 from r1jax.config import ConfigError, load_config_file, validate
@@ -207,3 +209,75 @@ def test_training_state_fits_in_half_the_memory_of_the_chosen_machine(path, vari
     copies = 4 + (config.grpo.beta > 0)
     assert copies * param_bytes < hardware.memory_gib * 2**30 / 2, (
         f"{copies} x {param_bytes / 2**30:.1f} GiB of state per device on {name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys the shipped configs leave valid, each broken on its own
+
+
+def _grpo_smoke(**changes):
+    config = _load(os.path.join(REPO, "configs", "countdown_tiny.py"), "smoke")
+    config.update_from_flattened_dict({"pretrain.steps": 0, "steps": 1, **changes})
+    return config
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"rollout.prompts_per_step": 0}, "config.rollout.prompts_per_step: 0 must be positive"),
+    ({"grpo.num_iterations": 0}, "config.grpo.num_iterations: 0 must be positive"),
+    ({"eval.batch_size": 0}, "config.eval.batch_size: 0 must be positive"),
+    ({"eval.num_examples": 0}, "config.eval.num_examples: 0 must be positive"),
+    ({"eval.every": -1}, "config.eval.every: -1 must be >= 0"),
+    ({"checkpoint_every": 0}, "config.checkpoint_every: 0 must be positive"),
+    ({"keep_checkpoints": 0}, "config.keep_checkpoints: 0 must be positive"),
+    ({"log_samples_every": -1}, "config.log_samples_every: -1 must be >= 0"),
+    ({"steps": -1}, "config.steps: -1 must be positive"),
+    ({"steps": 0}, "config.steps: 0 must be positive (0 only with pretrain.steps > 0"),
+    ({"rollout.temperature": 0.0}, "config.rollout.temperature: GRPO needs sampling (> 0)"),
+    ({"data.countdown.min_count": 5}, "config.data.countdown: need 2 <= min_count <= max_count"),
+    ({"optimizer.schedule": "linear"}, "config.optimizer.schedule: 'linear' is not one of cosine, constant"),
+    ({"optimizer.learning_rate": 0.0}, "config.optimizer.learning_rate: 0.0 must be positive"),
+    ({"optimizer.warmup_steps": -1}, "config.optimizer.warmup_steps: -1 must be >= 0"),
+    ({"optimizer.b1": 1.0}, "config.optimizer.b1: 1.0 must be in [0, 1)"),
+    ({"optimizer.b2": -0.1}, "config.optimizer.b2: -0.1 must be in [0, 1)"),
+    ({"pretrain.steps": 2, "pretrain.learning_rate": 0.0}, "config.pretrain.learning_rate: 0.0 must be positive"),
+])
+def test_invalid_grpo_configs_name_the_key(changes, message):
+    validate(_grpo_smoke(), known_modes=main.MODES, num_devices=8)  # the base is valid
+    with pytest.raises(ConfigError) as error:
+        validate(_grpo_smoke(**changes), known_modes=main.MODES, num_devices=8)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_grpo_steps_0_only_pretrains():
+    validate(_grpo_smoke(**{"steps": 0, "pretrain.steps": 2}), known_modes=main.MODES, num_devices=8)
+
+
+def test_the_optimizer_is_checked_in_every_mode_that_trains():
+    config = _load(os.path.join(REPO, "configs", "sft_journey_tiny.py"), "journey,smoke")
+    config.optimizer.b2 = 1.0
+    with pytest.raises(ConfigError, match=r"^config.optimizer.b2: 1.0 must be in \[0, 1\)"):
+        validate(config, known_modes=main.MODES, num_devices=8)
+
+
+def test_a_config_error_stops_the_command_before_anything_runs(tmp_path):
+    workdir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "r1jax.main", "--config", "configs/countdown_tiny.py:smoke",
+         "--config.pretrain.steps=0", "--config.steps=1", "--config.rollout.temperature=0", f"--workdir={workdir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("r1jax: config.rollout.temperature: GRPO needs sampling")
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize("address", ["localhost", "localhost:", ":1234", "localhost:port"])
+def test_a_coordinator_address_without_a_port_is_a_setup_error(monkeypatch, address):
+    def no_initialize(*args, **kwargs):
+        raise AssertionError("jax.distributed.initialize was called")
+
+    monkeypatch.setattr(jax.distributed, "initialize", no_initialize)
+    with pytest.raises(distributed.SetupError, match=re.escape(f"--coordinator_address: give host:port, got {address!r}")):
+        distributed.initialize(address, 2, 0, environ={})
+    with pytest.raises(distributed.SetupError, match=re.escape(f"R1JAX_COORDINATOR_ADDRESS: give host:port, got {address!r}")):
+        distributed.initialize(environ={"R1JAX_COORDINATOR_ADDRESS": address, "R1JAX_NUM_PROCESSES": "2",
+                                        "R1JAX_PROCESS_ID": "0"})

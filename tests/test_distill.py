@@ -206,6 +206,8 @@ def test_a_real_teacher_samples_k_completions_of_each_prompt(data_dir, tmp_path)
     ({"accuracy_reward": "math"}, "config.accuracy_reward"),
     ({"data.template": "chatty"}, "config.data.template"),
     ({"output_file": ""}, "config.output_file"),
+    ({"output_file": "sub/"}, "config.output_file"),
+    ({"data.countdown.min_count": 5}, "config.data.countdown"),
 ])
 def test_invalid_distill_configs_name_the_key(data_dir, changes, key):
     with pytest.raises(ConfigError) as error:

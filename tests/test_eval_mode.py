@@ -285,11 +285,12 @@ def test_math_benchmark_builders(name, file_name, records, expected, tmp_path):
     ("gsm8k", ['{"question": "Q", "answer": "42"}'], "example 1's answer has no '#### <final answer>'"),
     ("math500", ['{"problem": "Q", "answer": "1"}', "{not json"], "test.jsonl:2: not a JSON line"),
     ("aime2024", ['{"Question": "Q", "Answer": 1}'], "no question text under 'Problem'"),
+    ("math500", ['{"problem": "Q", "answer": "caf\u00e9"}'], "test.jsonl:1: not UTF-8"),  # written as Latin-1
 ])
 def test_bad_benchmark_files_name_the_line(name, lines, message, tmp_path):
     path = tmp_path / "manual" / benchmarks.BENCHMARKS[name].file_name
     path.parent.mkdir()
-    path.write_text("\n".join(lines) + "\n")
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
     with pytest.raises(ValueError, match=re.escape(message)):
         benchmarks.load(name, manual_dir=str(path.parent), data_dir=str(tmp_path / "tfds"))
 

@@ -89,6 +89,8 @@ def test_greedy_output_is_the_sampler_output_decoded(model_dir, prompts_file, tm
     (dict(max_new_tokens=0), "config.max_new_tokens"),
     (dict(top_p=1.5), "config.top_p"),
     (dict(stop_strings=("",)), "config.stop_strings"),
+    (dict(output_file=""), "config.output_file: '' names no file"),
+    (dict(output_file="sub/"), "config.output_file: 'sub/' names no file"),
 ])
 def test_bad_keys_are_named(model_dir, prompts_file, overrides, key):
     with pytest.raises(config_lib.ConfigError, match=key):
@@ -100,9 +102,11 @@ def test_bad_keys_are_named(model_dir, prompts_file, overrides, key):
     ("p.jsonl", '{"prompt": "a"}\n{"question": "b"}\n', r"p.jsonl:2: expected an object with a string 'prompt'"),
     ("p.jsonl", '\n\n', r"p.jsonl: no prompts in the file"),
     ("p.txt", '  \n', r"p.txt: no prompts in the file"),
+    ("p.json", '[{"prompt": "a"}, {"prompt": "b"}]', r"p.json:1: expected a JSON object per line, got a list"),
+    ("p.txt", b"first\ncaf\xe9\n", r"p.txt:2: not UTF-8"),
 ])
 def test_bad_prompt_files_name_the_file_and_line(tmp_path, name, text, error):
-    (tmp_path / name).write_text(text)
+    (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(ValueError, match=error):
         generate.read_prompts(str(tmp_path / name))
 
@@ -112,6 +116,12 @@ def test_prompt_files_give_their_prompts_in_order(tmp_path):
     (tmp_path / "p.txt").write_text("first line\n\n  second\n")
     assert generate.read_prompts(str(tmp_path / "p.jsonl")) == ["2 + 2 =", "ok\nnext"]
     assert generate.read_prompts(str(tmp_path / "p.txt")) == ["first line", "  second"]
+
+
+def test_output_file_in_a_new_folder(model_dir, prompts_file, tmp_path):
+    config = _config(model_dir, prompts_file, "greedy", max_new_tokens=2, output_file="sub/out.jsonl")
+    assert generate.run(config, str(tmp_path)) == str(tmp_path / "sub" / "out.jsonl")
+    assert len((tmp_path / "sub" / "out.jsonl").read_text().splitlines()) == len(PROMPTS)
 
 
 def test_command_line(model_dir, prompts_file, tmp_path):

@@ -158,6 +158,22 @@ def test_missing_config_and_missing_tensors_are_named(tmp_path):
         hf.load_pretrained(str(tmp_path))
 
 
+def test_truncated_config_and_safetensors_header_are_named(tmp_path):
+    text = json.dumps(hf.config_to_hf(model_lib.get_model_config("tiny")))
+    (tmp_path / "config.json").write_text(text[:40])
+    with pytest.raises(hf.CheckpointError, match=f"^{tmp_path / 'config.json'}: not valid JSON .*may be truncated"):
+        hf.load_config(str(tmp_path))
+    path = str(tmp_path / "model.safetensors")
+    hf.write_safetensors(path, [("a", (2,), np.float32, lambda: np.zeros(2, np.float32))])
+    with open(path, "rb") as f:
+        data = f.read()
+    for broken in (data[:30], data[:5], b"version https://git-lfs.github.com/spec/v1\n"):
+        with open(path, "wb") as f:
+            f.write(broken)
+        with pytest.raises(hf.CheckpointError, match=f"^{path}: not a safetensors file, or a truncated one"):
+            hf.read_safetensors(path)
+
+
 def test_safetensors_format_matches_the_reference_library(tmp_path):
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
     arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.array([1, -2, 3], np.int64),

@@ -40,6 +40,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from etils import epath
 
+from r1jax.data import records
 from r1jax.data.countdown import DecodedSource
 from r1jax.data.tasks import MathExample, read_math_jsonl
 from r1jax.rewards import math as math_reward
@@ -89,8 +90,7 @@ def check_manual_dir(name: str, manual_dir: str) -> None:
 
 def _first_key(path: str, keys: tuple[str, ...]) -> str:
     """The first of `keys` that the file's first non-blank JSON line has (the first key if none has one)."""
-    with open(path, encoding="utf-8") as f:
-        line = next((line for line in f if line.strip()), "{}")
+    line = next((line for _, line in records.text_lines(path) if line.strip()), "{}")
     try:
         record = json.loads(line)
     except json.JSONDecodeError:

@@ -27,10 +27,22 @@ def _raw_records(path: str) -> Iterator[tuple[str, str | bytes]]:
         for index in range(len(source)):
             yield f"{path}[{index}]", source[index]
         return
-    with open(path, encoding="utf-8") as f:
+    for where, line in text_lines(path):
+        if line.strip():
+            yield where, line
+
+
+def text_lines(path: str) -> Iterator[tuple[str, str]]:
+    """`(file:line, text without its line end)` for every line of a UTF-8 text file; a line that is not
+    UTF-8 is a ValueError naming it (decoding while reading would name neither the file nor the line)."""
+    with open(path, "rb") as f:
         for number, line in enumerate(f, start=1):
-            if line.strip():
-                yield f"{path}:{number}", line
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{number}: not UTF-8 ({e.reason} at byte {e.start} of the line: "
+                                 f"{line[e.start:e.end]!r}); save the file as UTF-8") from None
+            yield f"{path}:{number}", text.rstrip("\r\n")
 
 
 def read_records(path: str, *, what: str = "records") -> list[tuple[str, Record]]:
@@ -46,7 +58,8 @@ def read_records(path: str, *, what: str = "records") -> list[tuple[str, Record]
             detail = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
             raise ValueError(f"{where}: not a JSON {kind} ({detail})") from None
         if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            hint = "; write one object a line, not one array of them" if isinstance(record, list) else ""
+            raise ValueError(f"{where}: expected a JSON object per {kind}, got a {type(record).__name__}{hint}")
         records.append((where, record))
     if not records:
         raise ValueError(f"{path}: no {what} in the file")
