@@ -8,6 +8,9 @@ commands), so the stray-process checks hold even while other test processes run 
 from __future__ import annotations
 
 import dataclasses
+import dis
+import importlib.util
+import inspect
 import os
 import shutil
 import socket
@@ -162,6 +165,20 @@ def test_stdin_and_assert_cases_mix():
     """)
     tests = [{"input": "21\n", "output": "42\n"}, "assert double(4) == 8", "assert double(1) == 3"]
     assert code.run_tests(fenced(source), tests, timeout_s=RELAXED_TIMEOUT_S) == pytest.approx(2 / 3)
+
+
+def test_output_of_worker_threads_and_exit_callbacks_counts():
+    """The interpreter joins non-daemon threads and runs atexit callbacks before exiting; so does the sandbox."""
+    source = program("""
+        import atexit, threading
+
+        def work():
+            print(sum(map(int, input().split())))
+
+        threading.Thread(target=work).start()
+        atexit.register(print, "bye")
+    """)
+    assert code.run_tests(fenced(source), [{"input": "2 3\n", "output": "5\nbye"}], timeout_s=RELAXED_TIMEOUT_S) == 1.0
 
 
 def test_runtime_error_fails_with_its_exception_as_reason():
@@ -508,6 +525,454 @@ def test_no_sandbox_process_outlives_its_program(hostile):
     assert hostile.strays == []
 
 
+# ---------------------------------------------------------------- assert-style tests: honest programs
+
+HONEST_PROGRAMS = {
+    "standard_library_types": (program("""
+        import collections, dataclasses, enum, functools, typing
+
+        Point = collections.namedtuple("Point", "x y")  # namedtuple, Enum() and TypeVar read their caller's frame
+        T = typing.TypeVar("T")
+
+
+        class Colour(enum.Enum):
+            RED = 1
+
+
+        Shape = enum.Enum("Shape", "SQUARE CIRCLE")
+
+
+        class Pair(typing.NamedTuple):
+            first: int
+            second: int
+
+
+        @dataclasses.dataclass(frozen=True)
+        class Item:
+            weight: int
+            value: int = 0
+
+
+        @functools.lru_cache(maxsize=None)
+        def fib(n: int) -> int:
+            return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+        def best_value(items: list[Item], capacity: int) -> int:
+            @functools.lru_cache(maxsize=None)
+            def best(index: int, room: int) -> int:
+                if index == len(items):
+                    return 0
+                skip = best(index + 1, room)
+                item = items[index]
+                return skip if item.weight > room else max(skip, item.value + best(index + 1, room - item.weight))
+            return best(0, capacity)
+
+
+        def depth(n: int) -> int:
+            return 0 if n == 0 else 1 + depth(n - 1)
+
+
+        def squares(n: int) -> list[tuple[int, int]]:
+            Square = collections.namedtuple("Square", "x y")  # here the caller's frame is the tests'
+            return [Square(i, i * i) for i in range(n)]
+
+
+        def letter_counts(text: str) -> collections.Counter:
+            return collections.Counter(text)
+
+
+        def by_parity(numbers: list[int]) -> dict[int, list[int]]:
+            groups = collections.defaultdict(list)
+            for number in numbers:
+                groups[number % 2].append(number)
+            return groups
+    """), [
+        "assert fib(30) == 832040 and depth(500) == 500",
+        "assert best_value([Item(2, 3), Item(3, 4), Item(4, 5)], 5) == 7",
+        "assert squares(3) == [(0, 0), (1, 1), (2, 4)] and squares(2)[1].y == 1",
+        "assert letter_counts('abca') == {'a': 2, 'b': 1, 'c': 1}",
+        "assert by_parity([1, 2, 3]) == {1: [1, 3], 0: [2]}",
+        "assert Pair(1, 2) == Point(1, 2) == (1, 2) and Colour.RED.value + Shape.CIRCLE.value == 3",
+    ]),
+    "humaneval_style_check": ("def add(a, b):\n    return a + b\n", [program("""
+        METADATA = {"author": "jt", "dataset": "test"}
+
+
+        def check(candidate):
+            assert candidate(2, 3) == 5
+            assert candidate(-1, -2) != 0
+            assert 0 < candidate(1, 1) <= 2 < 3
+            assert candidate(1, 1) in (2, 3) and candidate(1, 1) not in [0]
+            assert not candidate(0, 0)
+            assert candidate(1, 2) is not None
+            assert type(candidate(1, 2)) == int and isinstance(candidate(1, 2), int)
+            assert -candidate(1, 2) == -3 and ~candidate(0, 0) == -1
+            assert candidate("a", "b") == "ab"
+            assert candidate([1, [2]], [{"k": (3,)}]) == [1, [2], {"k": (3,)}]
+            assert candidate((1,), (2,)) == (1, 2)
+            assert set(candidate([3, 1], [2])) == {1, 2, 3} and candidate(1, 1) in {2, 3}
+            assert sorted([candidate(1, 1), candidate(0, 0)]) == [0, 2]
+            assert all(candidate(i, 0) == i for i in range(5))
+            assert [x for x in range(6) if candidate(x, x) % 4 == 0] == [0, 2, 4]
+            assert abs(candidate(0.1, 0.2) - 0.3) < 1e-6, "float sums are close"
+
+
+        if __name__ == "__main__":
+            check(add)
+    """)]),
+    "floats": ("def root(x):\n    return x ** 0.5\n", [
+        "assert abs(root(2) - 1.41421356) < 1e-6",
+        "assert math.isclose(root(2), 2 ** 0.5)",
+        "import math\nassert math.isclose(root(2), math.sqrt(2), rel_tol=1e-9)",
+        "from math import isclose as close\nassert close(root(9), 3.0)",
+        "assert round(root(2), 3) == 1.414 and root(4) == 2",
+    ]),
+    "classes_in_the_tests": ("def area(shape):\n    return shape.area()\n", [program("""
+        class Square:
+            def __init__(self, side):
+                self.side = side
+
+            def area(self):
+                return self.side ** 2
+
+
+        class Cube(Square):
+            def area(self):
+                return 6 * super().area()
+
+
+        assert area(Square(3)) == 9 and area(Cube(1)) == 6
+    """), program("""
+        from collections import deque
+
+
+        class Square:
+            def __init__(self, side):
+                self.side = side
+
+            def area(self):
+                return self.side ** 2
+
+
+        sides = deque([1, 2])
+        while sides:  # the tests' own control flow takes any value
+            side = sides.popleft()
+            assert area(Square(side)) == side * side
+    """)]),
+    "exceptions_caught_and_printed": (program("""
+        import logging, sys, traceback, warnings
+
+
+        def safe_div(a, b):
+            try:
+                return a // b
+            except ZeroDivisionError:
+                traceback.print_exc()
+                logging.getLogger(__name__).warning("division by zero")
+                warnings.warn("returning None", stacklevel=2)
+                return None
+    """), [
+        "assert safe_div(1, 0) is None and safe_div(7, 2) == 3",
+        "try:\n    safe_div(1, 'a')\n    assert False\nexcept TypeError:\n    pass",
+    ]),
+    "threads_and_asyncio": (program("""
+        import asyncio, concurrent.futures
+
+
+        async def twice(x):
+            await asyncio.sleep(0)
+            return 2 * x
+
+
+        def solve(x):
+            return asyncio.run(twice(x))
+
+
+        def plus_one(values):
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                return list(pool.map(lambda value: value + 1, values))
+    """), ["assert solve(4) == 8", "assert plus_one([1, 2]) == [2, 3]"]),
+    "truth_of_results": ("import re\ndef digits(text):\n    return re.match(r'\\d+', text)\n", [
+        "assert digits('12a') and not digits('a')",
+        "assert digits('7').group() == '7'",
+    ]),
+}
+
+
+@pytest.fixture(scope="module")
+def honest() -> dict[str, code.CodeRewardResult]:
+    items = list(HONEST_PROGRAMS.values())
+    results = code.evaluate_batch(items, max_workers=4, timeout_s=RELAXED_TIMEOUT_S, from_completion=False)
+    return dict(zip(HONEST_PROGRAMS, results, strict=True))
+
+
+@pytest.mark.parametrize("name", HONEST_PROGRAMS)
+def test_honest_program_passes_its_assert_style_tests(honest, name):
+    assert honest[name].score == 1.0, honest[name]
+
+
+def test_comparing_values_that_are_not_plain_data_fails_the_case():
+    source = "import fractions\ndef half():\n    return fractions.Fraction(1, 2)\n"
+    result = code.evaluate(source, ["assert half() == fractions.Fraction(1, 2)"], timeout_s=RELAXED_TIMEOUT_S,
+                           from_completion=False)
+    assert result.cases[0].reason == "exit code 1: TypeError: tests compare plain data only, got fractions.Fraction"
+
+
+def _load_runner():
+    spec = importlib.util.spec_from_file_location("r1jax_sandbox_runner", code._RUNNER)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    return runner
+
+
+def _code_objects(code_object):
+    yield code_object
+    for constant in code_object.co_consts:
+        if inspect.iscode(constant):
+            yield from _code_objects(constant)
+
+
+def test_trusted_helpers_of_the_tests_look_up_no_names_when_they_run():
+    """Globals and builtins are the program's to change while the tests run."""
+    runner = _load_runner()
+    functions = [runner._plain_copy, runner._plain, runner._truth, runner._compare, runner._guard_tests({})]
+    for function in functions:
+        for code_object in _code_objects(function.__code__):
+            instructions = dis.get_instructions(code_object)
+            lookups = [op.argval for op in instructions if op.opname in ("LOAD_GLOBAL", "LOAD_NAME")]
+            assert lookups == [], f"{function.__qualname__} looks up {lookups}"
+
+
+# ---------------------------------------------------------------- assert-style tests: reward hacks
+
+
+IMPOSSIBLE = ["assert solve(1) == 2", "assert solve(5) == 10 and False"]  # the second can never pass honestly
+
+
+@dataclasses.dataclass(frozen=True)
+class Hack:
+    source: str
+    reason: str  # what every case fails with: the hack gets nowhere, for the expected reason
+    tests: list = dataclasses.field(default_factory=lambda: IMPOSSIBLE)
+
+
+WRONG_SOLVE = "\ndef solve(x):\n    return 0\n"
+SANDBOX_PERMISSION = "exit code 1: PermissionError: "
+REWARD_HACKS = {
+    "always_equal_object": Hack(program("""
+        class AlwaysEqual:
+            def __eq__(self, other):
+                return True
+        def solve(x):
+            return AlwaysEqual()
+    """), "exit code 1: TypeError: tests compare plain data only, got __main__.AlwaysEqual"),
+    "int_subclass_equal_to_everything": Hack(program("""
+        class Int(int):
+            __hash__ = int.__hash__
+            def __eq__(self, other):
+                return True
+            def __ne__(self, other):
+                return False
+        def solve(x):
+            return Int(0)
+    """), "exit code 1: AssertionError"),
+    "rigged_ne_lt_and_bool": Hack(program("""
+        class Rigged:
+            def __ne__(self, other):
+                return False
+            def __lt__(self, other):
+                return True
+            __gt__ = __lt__
+            def __bool__(self):
+                return True
+        def solve(x):
+            return Rigged()
+    """), "exit code 1: TypeError: tests compare plain data only, got __main__.Rigged",
+        ["assert not solve(5) != 10", "assert 9 < solve(5) < 11", "assert solve(5) and False"]),
+    "rigged_subtraction_for_tolerances": Hack(program("""
+        class Close(float):
+            def __sub__(self, other):
+                return 0.0
+            __rsub__ = __sub__
+        def solve(x):
+            return Close(0.0)
+    """), "exit code 1: AssertionError", ["assert abs(solve(5) - 10) < 1e-9"]),
+    "patch_builtins_compile": Hack(
+        "import builtins\n_c = builtins.compile\n"
+        "builtins.compile = lambda src, name, mode, *a, **k: _c('pass', name, mode)\n" + WRONG_SOLVE,
+        "exit code 1: AssertionError"),
+    "patch_builtins_exec": Hack("import builtins\nbuiltins.exec = lambda *a, **k: None\n" + WRONG_SOLVE,
+                                "exit code 1: AssertionError"),
+    "patch_builtins_the_tests_use": Hack(program("""
+        import builtins
+        builtins.isinstance = lambda *args: True
+        builtins.abs = lambda value: 0
+        builtins.all = lambda values: True
+        builtins.type = lambda *args: str
+        def solve(x):
+            return "nothing"
+    """), "exit code 1: AssertionError", [
+        "assert isinstance(solve(5), int) and abs(solve(5) - 10) < 1e-9",
+        "assert type(solve(5)) == int or all(solve(x) == 2 * x for x in range(3))",
+    ]),
+    "shadow_builtins_with_globals": Hack(
+        "abs = lambda value: 0\nall = lambda values: True\nisinstance = lambda *args: True\n" + WRONG_SOLVE,
+        "exit code 1: AssertionError",
+        ["assert isinstance(solve(5), str) and abs(solve(5) - 10) < 1e-9",
+         "assert all(solve(x) == 2 * x for x in range(3))"]),
+    "patch_math_isclose": Hack(program("""
+        import math, sys, types
+        math.isclose = lambda *args, **kwargs: True
+        sys.modules["math"] = types.SimpleNamespace(isclose=math.isclose)
+        def solve(x):
+            return 0.0
+    """), "exit code 1: AssertionError", [
+        "import math\nassert math.isclose(solve(5), 10.0)",
+        "assert math.isclose(solve(5), 10.0)",
+        "from math import isclose\nassert isclose(solve(5), 10.0)",
+    ]),
+    "rename_main_to_skip_the_tests": Hack(
+        "__name__ = 'skipped'\n" + WRONG_SOLVE, "exit code 1: AssertionError",
+        ["def check(candidate):\n    assert candidate(5) == 10\n\nif __name__ == '__main__':\n    check(solve)\n"]),
+    "steal_token_from_caller_frame": Hack(
+        "import sys, os\nos.write(3, sys._getframe(1).f_locals['token'])\nos._exit(0)\n",
+        "exit code 1: KeyError: 'token'"),
+    "search_frames_and_closures_for_the_token": Hack(program("""
+        import os, sys
+        def tokens_in(value):
+            if isinstance(value, bytes) and len(value) == 32:
+                yield value
+            elif callable(value) and hasattr(value, "__code__"):
+                for cell in value.__closure__ or ():
+                    yield from tokens_in(cell.cell_contents)
+                yield from tokens_in(value.__code__.co_consts)
+            elif isinstance(value, tuple):
+                for item in value:
+                    yield from tokens_in(item)
+        def solve(x):
+            frame = sys._getframe()
+            while frame is not None:
+                for value in list(frame.f_locals.values()):
+                    for token in tokens_in(value):
+                        os.write(3, token)
+                        os._exit(0)
+                frame = frame.f_back
+            return 0
+    """), SANDBOX_PERMISSION + "the code of the tests cannot be read"),
+    "rewrite_case_via_frame": Hack("import sys\nsys._getframe(1).f_locals['case']['assert'] = 'pass'\n" + WRONG_SOLVE,
+                                   "exit code 1: AssertionError"),
+    "read_expected_values_from_the_tests_code": Hack(program("""
+        import sys
+        def solve(x):
+            return [c for c in sys._getframe(1).f_code.co_consts if type(c) is int][-1]
+    """), SANDBOX_PERMISSION + "the code of the tests cannot be read"),
+    "swap_the_code_of_a_test_function": Hack(program("""
+        import sys
+        def solve(x):
+            sys._getframe(1).f_globals["check"].__code__ = (lambda candidate: None).__code__
+            return 0
+    """), SANDBOX_PERMISSION + "the code of the tests and of their helpers cannot be changed",
+        ["def check(candidate):\n    assert candidate(5) == 10 and False\n\ncheck(solve)\ncheck(solve)\n"]),
+    "patch_the_comparison_helper": Hack(program("""
+        import sys
+        def solve(x):
+            frame = sys._getframe()
+            while "_compare" not in frame.f_globals:
+                frame = frame.f_back
+            compare = frame.f_globals["_compare"]
+            compare.__defaults__ = (lambda value: 10,) + compare.__defaults__[1:]
+            return 0
+    """), SANDBOX_PERMISSION + "the code of the tests and of their helpers cannot be changed"),
+    "trace_jumps_over_failing_lines": Hack(program("""
+        import sys
+        def tracer(frame, event, arg):
+            def jump_to_the_end(frame, event, arg):
+                if event == "line":
+                    try:
+                        frame.f_lineno = frame.f_code.co_firstlineno + 10**6
+                    except ValueError:
+                        pass
+                return jump_to_the_end
+            return jump_to_the_end
+        sys.settrace(tracer)
+    """) + WRONG_SOLVE, SANDBOX_PERMISSION + "sys.settrace is disabled while tests run"),
+    "forge_via_gc_referrers": Hack(program("""
+        import gc, sys
+        def solve(x):
+            return len(gc.get_referrers(sys._getframe(1).f_globals))
+    """), SANDBOX_PERMISSION + "gc.get_referrers is disabled while tests run"),
+    "signal_handler_scans_frames": Hack(program("""
+        import os, signal
+        def scan(signum, frame):
+            while frame is not None:
+                for value in list(frame.f_locals.values()):
+                    if isinstance(value, bytes) and len(value) == 32:
+                        os.write(3, value)
+                        os._exit(0)
+                frame = frame.f_back
+        signal.signal(signal.SIGALRM, scan)
+        signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+        def solve(x):
+            for _ in range(10**5):
+                pass
+            return 0
+    """), "exit code 1: AssertionError"),
+    "ctypes_reads_memory": Hack("import ctypes\n" + WRONG_SOLVE,
+                                "exit code 1: ImportError: this module cannot be imported in the sandbox"),
+    "ctypes_under_another_name": Hack(program("""
+        import importlib.util, os, sys
+        directory = next(path for path in sys.path if path.endswith("lib-dynload"))
+        library = next(name for name in os.listdir(directory) if name.startswith("_ctypes."))
+        spec = importlib.util.spec_from_file_location("disguised._ctypes", os.path.join(directory, library))
+        importlib.util.module_from_spec(spec)
+    """) + WRONG_SOLVE, "exit code 1: ImportError: this module cannot be imported in the sandbox"),
+    "ctypes_classes_left_in_memory": Hack(program("""
+        if any(cls.__module__ == "_ctypes" for cls in object.__subclasses__()):
+            raise SystemError("ctypes classes are reachable: they read memory without an audit event")
+    """) + WRONG_SOLVE, "exit code 1: AssertionError"),
+    "subinterpreter_without_the_audit_hook": Hack(
+        "import _xxsubinterpreters\n_xxsubinterpreters.create()\n" + WRONG_SOLVE,
+        "exit code 1: RuntimeError: interpreter creation failed"),
+}
+
+
+@pytest.fixture(scope="module")
+def hacks() -> dict[str, code.CodeRewardResult]:
+    items = [(hack.source, hack.tests) for hack in REWARD_HACKS.values()]
+    results = code.evaluate_batch(items, max_workers=4, timeout_s=RELAXED_TIMEOUT_S, from_completion=False)
+    return dict(zip(REWARD_HACKS, results, strict=True))
+
+
+@pytest.mark.parametrize("name", REWARD_HACKS)
+def test_reward_hack_scores_zero_for_the_right_reason(hacks, name):
+    result = hacks[name]
+    assert result.score == 0.0, result
+    assert [case.reason for case in result.cases] == [REWARD_HACKS[name].reason] * len(result.cases)
+
+
+@pytest.mark.parametrize("setpriv", [True, False], ids=["setpriv", "no_setpriv"])
+def test_case_processes_have_no_new_privs_and_no_ctypes(setpriv, monkeypatch):
+    """Without setpriv the supervisor sets no_new_privs with ctypes, then starts afresh to run tests."""
+    if setpriv and code._SETPRIV is None:
+        pytest.skip("no setpriv here")
+    if not setpriv:
+        monkeypatch.setattr(code, "_SETPRIV", None)
+    source = program("""
+        no_new_privs = next(line for line in open("/proc/self/status") if line.startswith("NoNewPrivs")).split()[1]
+        ctypes_loaded = any(cls.__module__ == "_ctypes" for cls in object.__subclasses__())
+    """)
+    result = code.evaluate(source, ["assert no_new_privs == '1'", "assert not ctypes_loaded"],
+                           timeout_s=RELAXED_TIMEOUT_S, from_completion=False)
+    assert result.score == 1.0, result
+
+
+def test_honest_solution_passes_what_can_be_passed():
+    source = "def solve(x):\n    return 2 * x\n"
+    result = code.evaluate(source, IMPOSSIBLE, timeout_s=RELAXED_TIMEOUT_S, from_completion=False)
+    assert [case.reason for case in result.cases] == ["passed", "exit code 1: AssertionError"]
+
+
 # ---------------------------------------------------------------- weaker isolation tiers
 
 
@@ -543,7 +1008,8 @@ def test_weaker_isolation_tiers_still_score_and_clean_up(tier, monkeypatch, trac
         ("while True:\n    print('spam' * 100)\n", NEVER),
         ("s = __import__('socket').socket()\nprint('socket')\n", prints("socket")),
         (leaves_child_behind, prints("3")),
+        ("def double(x):\n    return 2 * x\n", ["assert double(2) == 4", "assert double(5) == 10 and False"]),
     ]
     results = code.evaluate_batch(items, max_workers=len(items), timeout_s=HOSTILE_TIMEOUT_S, from_completion=False)
-    assert [result.score for result in results] == [1.0, 0.75, 0.0, 0.0, 0.0, 1.0], results
+    assert [result.score for result in results] == [1.0, 0.75, 0.0, 0.0, 0.0, 1.0, 0.5], results
     assert _stray_processes([*markers, marker], uids) == []

@@ -10,9 +10,14 @@ Test cases are either
   * stdin/stdout: `{"input": "...", "output": "..."}`; the program runs as `__main__` with the input
     on stdin and passes if it exits with status 0 and its stdout equals the expected output after
     trailing whitespace is stripped from every line and from the end; or
-  * assert-style: a string of Python statements (usually asserts) executed after the program, in the
-    same namespace (the program's `if __name__ == "__main__":` block runs, with an empty stdin). It
-    passes only if the statements run to the end: exiting early (`sys.exit`, `os._exit`) fails.
+  * assert-style: a string of Python statements (usually asserts) executed after the program, on a
+    copy of its namespace (the program's `if __name__ == "__main__":` block runs, with an empty
+    stdin). It passes only if the statements run to the end: exiting early (`sys.exit`, `os._exit`)
+    fails. What their comparisons (but `is`), arithmetic and asserts look at must be plain data:
+    built-in values (None, bool, int, float, complex, str, bytes, range, tuple, list, dict, set,
+    frozenset, classes), where an instance of a subclass (a Counter, a namedtuple) counts as the
+    built-in value it holds; anything else fails the case. The builtins, `math` (imported or not) and
+    `__name__` they name are those of a fresh interpreter, whatever the program rebinds or patches.
 
 Isolation, outermost first. `sandbox_isolation()` probes once which layers work here and says which
 are active; every program goes through the strongest combination that passed the probe.
@@ -38,13 +43,18 @@ are active; every program goes through the strongest combination that passed the
 Inside the sandbox a small supervisor (`_sandbox_runner.py`) forks one child per test case, so the
 interpreter starts once per program rather than once per case; judging happens here, so expected
 outputs never enter the sandbox. An assert-style case passes only if its process hands back a random
-per-case token after the statements complete, which `os._exit`, `sys.exit` or printing cannot fake.
+per-case token that the statements' own code writes after their last line, which `os._exit`,
+`sys.exit` or printing cannot fake. As the statements share a process with the program, they guard
+themselves against it: the program can neither read nor change their code (nor the token in it),
+nor steer their comparisons with objects that rig `__eq__` and the like (see the runner's docstring).
 
 What remains open: memory is capped per process, not per program (at most `max_processes` x
-`memory_mb`). The token sits in the test-case process's memory (it is forked from the supervisor),
-so a program that searches its own memory for it could forge a pass. Without namespaces the program
-can write to world-writable host directories; without a dedicated uid it shares the supervisor's uid
-and could tamper with it; with neither, a daemonised descendant can outlive it. Needs Linux >= 5.3.
+`memory_mb`). An in-process test cannot be fully tamper-proof: a determined program can read and
+change what the assert-style statements keep in variables and in the namespace and modules (but
+math) they share with it, and native code (e.g. numpy) or crafted bytecode can read the token from
+memory, as can a process the program starts where there is no dedicated uid. Without namespaces the program can write
+to world-writable host directories; without a dedicated uid it shares the supervisor's uid and could
+tamper with it; with neither, a daemonised descendant can outlive it. Needs Linux >= 5.3.
 
 Any failure of the machinery gives a score of 0 with the reason in the `CodeRewardResult`; only
 caller bugs (malformed test cases, a non-positive timeout) raise.
@@ -97,6 +107,8 @@ SANDBOX_UID_RANGE = range(1_500_000_000, 1_500_000_000 + (1 << 24))
 
 _RUNNER = Path(__file__).with_name("_sandbox_runner.py")
 _UNSHARE = shutil.which("unshare")
+# Sets no_new_privs before the supervisor starts, which spares it loading ctypes (see _sandbox_runner.py).
+_SETPRIV = shutil.which("setpriv")
 # Added to the program's sys.path: the supervisor runs with -S, which skips site (and its .pth files).
 _SITE_PACKAGES = [d for d in site.getsitepackages() if os.path.isdir(d)]
 _PYTHON_FENCE_TAGS = frozenset({"", "python", "python3", "py", "py3"})
@@ -416,7 +428,7 @@ def _run_in_sandbox(
         with open(job_path, "wb") as job_file:
             marshal.dump(job, job_file)
         wall_limit_s = _wall_limit_s(len(cases), timeout_s)
-        command = [*_namespace_launcher(isolation), sys.executable, "-I", "-S", str(_RUNNER), job_path]
+        command = [*_namespace_launcher(isolation), *_supervisor_command(job_path)]
         try:
             stdout, stderr, exit_code = _run_supervisor(
                 command, workdir, wall_limit_s, max_bytes=len(cases) * (2 * limits.max_output_bytes + 65536) + 65536
@@ -453,6 +465,11 @@ def _namespace_launcher(isolation: SandboxIsolation) -> list[str]:
     namespaces = ["--net", "--pid", "--mount", "--ipc", "--uts", "--mount-proc"]
     # --kill-child: if the caller kills `unshare`, the supervisor (PID 1) and with it everything dies.
     return [_UNSHARE, *user, *namespaces, "--fork", "--kill-child", "--"]
+
+
+def _supervisor_command(job_path: str) -> list[str]:
+    supervisor = [sys.executable, "-I", "-S", str(_RUNNER), job_path]
+    return [_SETPRIV, "--no-new-privs", *supervisor, "--no-new-privs-set"] if _SETPRIV else supervisor
 
 
 def _run_supervisor(
