@@ -11,7 +11,9 @@ Stage 0 (`pretrain`, about 9 minutes) trains the model from random weights on sy
 (`r1jax.data.synthetic`): for every training problem, traces of 1-4 distinct attempts written with their
 values ("57-16=41, 57+16=73") whose LAST attempt is the answer whether or not it hit the target, plus
 single-operation arithmetic drills. The base model so knows the format and the arithmetic but stops
-its search at random, often right after passing over the hit.
+its search at random, often right after passing over the hit. Its training state is checkpointed every
+250 steps (`pretrain.checkpoint_every`): stopped (SIGTERM: exit code 75) or killed, the same command
+continues it.
 
 Stage 1 is GRPO with TinyZero's Countdown reward (1 for a correct equation, 0.1 for a well-formed wrong
 one), evaluated greedily on 256 held-out problems at the start and every 20 steps. What it learns is

@@ -138,6 +138,14 @@ def _abstract_leaf(leaf: Any) -> Any:
 STOPPED_EXIT_CODE = 75
 
 
+class StoppedBySignal(Exception):
+    """A stage before a mode's own loop (GRPO's in-run pretraining) saved on a signal and stopped.
+
+    The mode's `run` catches it and returns a summary with `stopped=True`, so the command exits with
+    `STOPPED_EXIT_CODE`; the message says where the progress is.
+    """
+
+
 class PreemptionGuard:
     """Turns SIGTERM (and SIGINT by default) into a flag the training loop polls.
 

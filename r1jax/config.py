@@ -515,7 +515,7 @@ def _validate_pretrain(config: ml_collections.ConfigDict) -> None:
                                        f"{p.max_attempts}")
     if p.arithmetic_facts and not p.max_value:
         _fail("pretrain.arithmetic_facts", "needs pretrain.max_value, the bound the drilled results stay under")
-    for key in ("batch_size", "seq_len", "traces_per_example", "learning_rate"):
+    for key in ("batch_size", "seq_len", "traces_per_example", "learning_rate", "checkpoint_every"):
         if p[key] <= 0:
             _fail(f"pretrain.{key}", f"{p[key]} must be positive")
     if p.warmup_steps < 0:

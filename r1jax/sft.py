@@ -33,6 +33,7 @@ a NaN loss stops the run naming the step) and exports the final model with its t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -102,7 +103,9 @@ class RowView:
 
 class TrainResult(NamedTuple):
     params: Params
-    losses: list[float]  # the training loss of every step
+    losses: list[float]  # the training loss of every step, a resumed run's earlier ones included
+    seconds: float = 0.0  # wall time of `train`, summed over the runs a resumed result took
+    stopped: bool = False  # a signal stopped it after `len(losses)` steps, saved by its checkpointer
 
 
 class Teacher(NamedTuple):
@@ -344,11 +347,15 @@ def loss_divisor(trained: np.ndarray) -> np.float32:
 
 def train(model_config: ModelConfig, params: Params, pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer, *,
           steps: int, batch_size: int, seq_len: int, optimizer_config: ml_collections.ConfigDict, seed: int = 0,
-          log_every: int = 0) -> TrainResult:
+          log_every: int = 0, checkpointer: checkpoint_lib.Checkpointer | None = None) -> TrainResult:
     """`steps` AdamW steps on `batch_size` packed rows of (prompt, completion) text pairs, in memory.
 
     Epochs are reshuffled by `seed`; `log_every` > 0 prints the mean loss of the last `log_every` steps.
+    With a `checkpointer`, training continues from its latest step, on the batches an uninterrupted run
+    gets; it saves at the checkpointer's interval and after the last step, and on SIGTERM or SIGINT saves
+    the step reached and returns `stopped`. The losses and seconds so far travel in the checkpoint.
     """
+    start = time.perf_counter()
     params = jax.tree.map(jnp.copy, params)  # the step donates its params; keep the caller's intact
     rng = np.random.default_rng(seed)
     encoded = encode_pairs(pairs, tokenizer)
@@ -360,17 +367,44 @@ def train(model_config: ModelConfig, params: Params, pairs: Sequence[tuple[str, 
     batches = RowBatches(len(packed.tokens), batch_size, rng)
     optimizer, schedule = optim.make_optimizer(optimizer_config, steps)
     state = dict(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
-    train_step = make_train_step(model_config, optimizer, schedule)
     losses: list[float] = []
-    start = time.perf_counter()
-    for step in range(steps):
-        batch = packed.select(batches.rows(step))
-        state, metrics = train_step(state, None, batch, loss_divisor(trained_per_row(batch)))
-        losses.append(float(metrics["loss"]))
-        if log_every and (step + 1) % log_every == 0:
-            print(f"sft step {step + 1}/{steps}: loss {np.mean(losses[-log_every:]):.4f} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
-    return TrainResult(state["params"], losses)
+    earlier_seconds = 0.0
+    # The batches follow from the seed and the packed rows; other pairs would silently reorder them.
+    data_signature = dict(rows=len(packed.tokens), trained_tokens=int(trained_per_row(packed).sum()))
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        state, metadata = checkpointer.restore(state)  # onto the fresh state's shardings
+        if metadata.get("data") != data_signature:
+            raise ValueError(f"the training data changed since the checkpoint in {checkpointer.directory} "
+                             f"({metadata.get('data')} then, {data_signature} now); use a new workdir")
+        losses, earlier_seconds = list(metadata["losses"]), float(metadata["seconds"])
+        print(f"resumed from step {len(losses)} in {checkpointer.directory}", flush=True)
+    train_step = make_train_step(model_config, optimizer, schedule)
+    # Without a checkpointer a signal has nothing to save, so it ends the process as usual.
+    guard = checkpoint_lib.PreemptionGuard() if checkpointer is not None else None
+    stopped = False
+    try:
+        with guard or contextlib.nullcontext():
+            for step in range(len(losses), steps):
+                batch = packed.select(batches.rows(step))
+                state, metrics = train_step(state, None, batch, loss_divisor(trained_per_row(batch)))
+                losses.append(float(metrics["loss"]))
+                if log_every and (step + 1) % log_every == 0:
+                    print(f"sft step {step + 1}/{steps}: loss {np.mean(losses[-log_every:]):.4f} "
+                          f"({time.perf_counter() - start:.0f} s)", flush=True)
+                if guard is None:
+                    continue
+                # Read once: a signal from here on forces this step's save and ends the loop after it.
+                stopped = guard.stop_agreed()
+                # A copy of the losses: an asynchronous save may write its metadata after the next append.
+                metadata = dict(data=data_signature, losses=losses[:],
+                                seconds=earlier_seconds + time.perf_counter() - start)
+                checkpointer.save(step + 1, state, metadata, force=stopped or step + 1 == steps)
+                if stopped:
+                    break
+    finally:
+        if checkpointer is not None:
+            checkpointer.wait_until_finished()  # also on errors: an async save in flight completes
+    return TrainResult(state["params"], losses, earlier_seconds + time.perf_counter() - start, stopped)
 
 
 # ---------------------------------------------------------------------------------------------

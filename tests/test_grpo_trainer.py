@@ -13,7 +13,7 @@ import pytest
 from flax import linen as nn
 from interrupted import kill_after_checkpoint
 
-from r1jax import hf, runtime, sampler, sft, sharding
+from r1jax import runtime, sampler, sharding
 from r1jax import metrics as metrics_lib
 from r1jax import model as model_lib
 from r1jax.config import load_config_file
@@ -22,8 +22,8 @@ from r1jax.rl import trainer
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# The smoke runs here, in this process and on the command line. No pretraining stage (time), except in the
-# test of that stage.
+# The smoke runs here, in this process and on the command line. No pretraining stage (time; test_pretrain.py
+# tests that stage).
 SMOKE_CHANGES = {"grpo.dynamic_sampling": True, "grpo.max_sampling_rounds": 2, "grpo.beta": 0.04, "eval.every": 0,
                  "pretrain.steps": 0}
 
@@ -168,25 +168,6 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(
     with pytest.raises(trainer.TrainingDiverged, match=r"loss is nan at step 2"):
         run.run()
     assert sorted(int(name) for name in os.listdir(tmp_path / "checkpoints")) == [1]
-
-
-def test_the_pretraining_stage_makes_the_base_once_and_rl_starts_from_it(tmp_path, monkeypatch):
-    with_pretraining = {"pretrain.steps": 2}
-    first = trainer.GRPORun(_smoke_config(**with_pretraining), str(tmp_path))
-    base_dir = tmp_path / "base"
-    assert (base_dir / "config.json").exists() and (base_dir / "tokenizer.json").exists()
-    base = hf.load_params(str(base_dir), first.model_config)
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(first.state["params"]), jax.device_get(base))
-    fresh = model_lib.init_params(first.model_config, jax.random.key(0))
-    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(jax.device_get(fresh)), jax.tree.leaves(base)))
-
-    def no_second_pretraining(*args, **kwargs):
-        raise AssertionError("the base model was trained again")
-
-    monkeypatch.setattr(sft, "train", no_second_pretraining)
-    again = trainer.GRPORun(_smoke_config(**with_pretraining), str(tmp_path))
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(again.state["params"]), base)
-
 
 
 def test_rollouts_sample_from_weights_resharded_to_the_decode_layout(tmp_path, monkeypatch):

@@ -186,6 +186,7 @@ def _countdown_config(**changes):
     (dict(pretrain__max_attempts=0), "config.pretrain.min_attempts"),
     (dict(pretrain__max_value=0), "config.pretrain.arithmetic_facts"),
     (dict(pretrain__batch_size=0), "config.pretrain.batch_size"),
+    (dict(pretrain__checkpoint_every=0), "config.pretrain.checkpoint_every"),
 ])
 def test_invalid_grpo_configs_name_the_key(changes, key):
     with pytest.raises(ConfigError) as error:

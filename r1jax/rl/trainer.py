@@ -11,8 +11,8 @@ One step, in the order the code runs it:
 4. log, evaluate on held-out prompts, checkpoint.
 
 The state (params, optimizer state, step, RNG) and the data position are checkpointed with orbax; the
-same command in the same workdir resumes. SIGTERM saves and exits. A NaN loss stops the run, naming
-the step, with the last good checkpoint kept.
+same command in the same workdir resumes. SIGTERM saves and exits (in the pretraining stage too:
+`r1jax.pretrain`). A NaN loss stops the run, naming the step, with the last good checkpoint kept.
 """
 
 from __future__ import annotations
@@ -465,7 +465,11 @@ def _format_metrics(step: int, metrics: Mapping[str, float]) -> str:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains, exports the final policy in Hugging Face format, draws the curves and prints a summary."""
     start = time.perf_counter()
-    grpo_run = GRPORun(config, workdir)
+    try:
+        grpo_run = GRPORun(config, workdir)
+    except checkpoint_lib.StoppedBySignal as stopped:  # in the pretraining stage, which saved its progress
+        print(stopped, flush=True)
+        return {"first_eval": None, "final_eval": {}, "steps": 0, "stopped": True}
     summary = grpo_run.run()
     if summary["steps"] < config.steps:
         return dict(summary, stopped=True)  # preempted: the next run in this workdir continues
