@@ -4,7 +4,8 @@ One Flax Linen module stack, used through pure functions of `(config, params, ..
 
 - `forward(config, params, tokens_BxL) -> logits_BxLxV`: full causal pass, no cache.
 - `apply(...)`: the general pass behind `forward` and the sampler: explicit positions and
-  segment ids (packing, left padding), and an optional static-shape KV cache.
+  segment ids (packing, left padding), and an optional static-shape KV cache. With a cache the
+  layers run one by one on per-layer weights (`unstack_layers`) and per-layer caches.
 
 Family differences are config flags: q/k/v bias (Qwen2), q/k RMSNorm per head (Qwen3), llama3
 RoPE frequency scaling (Llama 3.1+), tied embeddings. Parameters are stored layer-stacked
@@ -203,6 +204,26 @@ class RMSNorm(nn.Module):
         return rms_norm(x, scale, self.eps)
 
 
+def cached_attention(q_BxTxNxH: jax.Array, k_BxKxHxS: jax.Array, v_BxKxSxH: jax.Array, mask_BxTxS: jax.Array
+                     ) -> jax.Array:
+    """Grouped-query attention of T new tokens over a cache's S slots: `out_BxTxNxH`.
+
+    The same math as `jax.nn.dot_product_attention` (float32 scores and softmax, probabilities cast to
+    the values' dtype), written so both matmuls find their operands in the cache's own layout: keys
+    with slots minor, values with head_dim minor. Against a `[B, S, K, H]` cache, XLA copies each
+    layer's keys and values into that order at every decode step, which costs more than the matmuls.
+    """
+    B, T, N, H = q_BxTxNxH.shape
+    K = k_BxKxHxS.shape[1]
+    q_BxKxGxTxH = jnp.transpose(q_BxTxNxH.reshape(B, T, K, N // K, H), (0, 2, 3, 1, 4))
+    scores_BxKxGxTxS = jnp.einsum("bkgth,bkhs->bkgts", q_BxKxGxTxH, k_BxKxHxS,
+                                  preferred_element_type=jnp.float32) / np.sqrt(H).astype(np.float32)
+    scores_BxKxGxTxS = jnp.where(mask_BxTxS[:, None, None], scores_BxKxGxTxS, jnp.finfo(jnp.float32).min)
+    probs_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(v_BxKxSxH.dtype)
+    out_BxKxGxTxH = jnp.einsum("bkgts,bksh->bkgth", probs_BxKxGxTxS, v_BxKxSxH)
+    return jnp.transpose(out_BxKxGxTxH, (0, 3, 1, 2, 4)).reshape(B, T, N, H)
+
+
 class Attention(nn.Module):
     config: ModelConfig
 
@@ -232,25 +253,25 @@ class Attention(nn.Module):
         k_BxTxKxH = apply_rope(k_BxTxKxH, positions_BxT, inv_freq)
 
         if layer_cache is not None:
-            # The whole stacked cache travels through the layer scan as carry, so writing this step's
-            # keys/values updates it in place instead of rebuilding every layer's slice.
-            k_LxBxSxKxH, v_LxBxSxKxH, layer = layer_cache
-            start = (layer, 0, jnp.asarray(write_index, jnp.int32), 0, 0)
-            k_LxBxSxKxH = jax.lax.dynamic_update_slice(k_LxBxSxKxH, k_BxTxKxH[None].astype(k_LxBxSxKxH.dtype), start)
-            v_LxBxSxKxH = jax.lax.dynamic_update_slice(v_LxBxSxKxH, v_BxTxKxH[None].astype(v_LxBxSxKxH.dtype), start)
-            k_BxSxKxH = jax.lax.dynamic_index_in_dim(k_LxBxSxKxH, layer, 0, keepdims=False)
-            v_BxSxKxH = jax.lax.dynamic_index_in_dim(v_LxBxSxKxH, layer, 0, keepdims=False)
-            new_cache = (k_LxBxSxKxH, v_LxBxSxKxH, layer + 1)
+            k_BxKxHxS, v_BxKxSxH = layer_cache
+            write_index = jnp.asarray(write_index, jnp.int32)
+            k_BxKxHxS = jax.lax.dynamic_update_slice(
+                k_BxKxHxS, jnp.transpose(k_BxTxKxH, (0, 2, 3, 1)).astype(k_BxKxHxS.dtype), (0, 0, 0, write_index))
+            v_BxKxSxH = jax.lax.dynamic_update_slice(
+                v_BxKxSxH, jnp.transpose(v_BxTxKxH, (0, 2, 1, 3)).astype(v_BxKxSxH.dtype), (0, 0, write_index, 0))
+            out_BxTxNxH = cached_attention(q_BxTxNxH, k_BxKxHxS.astype(dtype), v_BxKxSxH.astype(dtype), mask_BxTxS)
+            new_cache = (k_BxKxHxS, v_BxKxSxH)
         else:
-            k_BxSxKxH, v_BxSxKxH, new_cache = k_BxTxKxH, v_BxTxKxH, None
-
-        out_BxTxNxH = jax.nn.dot_product_attention(
-            q_BxTxNxH, k_BxSxKxH.astype(dtype), v_BxSxKxH.astype(dtype), mask=mask_BxTxS[:, None],
-            implementation=cfg.attention_impl)
+            out_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask=mask_BxTxS[:, None],
+                                                       implementation=cfg.attention_impl)
+            new_cache = None
         out_BxTxNxH = nn.with_logical_constraint(
             out_BxTxNxH, ("activation_batch", "activation_length", "activation_heads", None))
         o_kernel = _param(self, "o_proj", _dense_init(), (N, H, E), ("heads", "head_dim", "embed"), pdtype)
-        return jnp.einsum("btnh,nhe->bte", out_BxTxNxH, o_kernel.astype(dtype)), new_cache
+        # Contracts (heads, head_dim) in the kernel's memory order. jnp.einsum would sort the contracted
+        # letters to (head_dim, heads), and XLA then transposes the kernel at every call.
+        out_BxTxE = jax.lax.dot_general(out_BxTxNxH, o_kernel.astype(dtype), (((2, 3), (0, 1)), ((), ())))
+        return out_BxTxE, new_cache
 
 
 class MLP(nn.Module):
@@ -270,7 +291,10 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm block. Scan signature: carry `(x, cache)`, broadcast attention inputs; no scanned inputs."""
+    """Pre-norm block. Scan signature: carry `(x, layer_cache)`, broadcast attention inputs; no scanned inputs.
+
+    `layer_cache` is None in the scanned full pass, or this layer's `(k_BxKxHxS, v_BxKxSxH)` in the
+    cached pass, which applies the layers one by one (`apply`)."""
 
     config: ModelConfig
 
@@ -315,15 +339,19 @@ class Transformer(nn.Module):
             self.lm_head = self.param("lm_head", nn.with_logical_partitioning(_dense_init(), ("embed", "vocab")),
                                       (cfg.hidden_size, cfg.vocab_size), pdtype)
 
-    def __call__(self, tokens_BxT, positions_BxT, mask_BxTxS, cache_layers=None, write_index=0):
+    def __call__(self, tokens_BxT, positions_BxT, mask_BxTxS):
+        (x_BxTxE, _), _ = self.layers((self.embed_tokens(tokens_BxT), None), positions_BxT, mask_BxTxS, 0)
+        return self.final_norm(x_BxTxE)
+
+    def embed_tokens(self, tokens_BxT):
         # Gather the table's embed axis first: a lookup into an fsdp-sharded embed axis makes XLA
         # replicate the whole result before resharding it onto the batch.
         table = nn.with_logical_constraint(self.embed, ("vocab", None))
         x_BxTxE = jnp.take(table, tokens_BxT, axis=0).astype(jnp.dtype(self.config.dtype))
-        x_BxTxE = nn.with_logical_constraint(x_BxTxE, ("activation_batch", "activation_length", "activation_embed"))
-        cache = None if cache_layers is None else (*cache_layers, jnp.zeros((), jnp.int32))
-        (x_BxTxE, cache), _ = self.layers((x_BxTxE, cache), positions_BxT, mask_BxTxS, write_index)
-        return self.final_norm(x_BxTxE), None if cache is None else cache[:2]
+        return nn.with_logical_constraint(x_BxTxE, ("activation_batch", "activation_length", "activation_embed"))
+
+    def normalize_final(self, x_BxTxE):
+        return self.final_norm(x_BxTxE)
 
     def logits(self, hidden_BxTxE):
         dtype = jnp.dtype(self.config.dtype)
@@ -339,18 +367,24 @@ class Transformer(nn.Module):
 
 
 class KVCache(NamedTuple):
-    """Static-shape cache for S slots. Slot metadata makes masking independent of how rows are padded."""
+    """Static-shape cache for S slots. Slot metadata makes masking independent of how rows are padded.
 
-    k_LxBxSxKxH: jax.Array
-    v_LxBxSxKxH: jax.Array
+    One array per layer, not a stacked one: a layer's slice of a stacked array is copied before each
+    matmul that reads it. Keys keep slots minor and values head_dim minor: the layouts
+    `cached_attention`'s matmuls read directly.
+    """
+
+    layer_k_BxKxHxS: tuple[jax.Array, ...]
+    layer_v_BxKxSxH: tuple[jax.Array, ...]
     positions_BxS: jax.Array  # RoPE position of the token in each slot
     segment_ids_BxS: jax.Array  # 0 marks an empty slot or padding
 
 
 def init_cache(config: ModelConfig, batch_size: int, num_slots: int, dtype: str | None = None) -> KVCache:
-    shape = (config.num_layers, batch_size, num_slots, config.num_kv_heads, config.head_dim)
+    B, K, H, S = batch_size, config.num_kv_heads, config.head_dim, num_slots
     cache_dtype = jnp.dtype(dtype or config.dtype)
-    return KVCache(jnp.zeros(shape, cache_dtype), jnp.zeros(shape, cache_dtype),
+    return KVCache(tuple(jnp.zeros((B, K, H, S), cache_dtype) for _ in range(config.num_layers)),
+                   tuple(jnp.zeros((B, K, S, H), cache_dtype) for _ in range(config.num_layers)),
                    jnp.zeros((batch_size, num_slots), jnp.int32), jnp.zeros((batch_size, num_slots), jnp.int32))
 
 
@@ -361,13 +395,27 @@ def attention_mask(q_positions_BxT, q_segment_ids_BxT, kv_positions_BxS, kv_segm
     return same_segment & causal & (kv_segment_ids_BxS[:, None, :] != 0)
 
 
+def unstack_layers(params: Params) -> Params:
+    """`params` with the stacked `layers` split into a tuple of per-layer dicts, the form `apply` with a
+    cache reads in place. Sampling does this once per call (a copy of the layer weights): the decode
+    loop would otherwise copy each layer's weights out of the stacked arrays at every step."""
+    stacked = params["layers"]
+    num_layers = jax.tree.leaves(stacked)[0].shape[0]
+    return {**params, "layers": tuple(jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(num_layers))}
+
+
+def _without_layers(params: Params) -> Params:
+    return {name: value for name, value in params.items() if name != "layers"}
+
+
 def apply(config: ModelConfig, params: Params, tokens_BxT: jax.Array, positions_BxT: jax.Array | None = None,
           segment_ids_BxT: jax.Array | None = None, cache: KVCache | None = None, write_index: jax.Array | int = 0,
           ) -> tuple[jax.Array, KVCache | None]:
     """Final hidden states `hidden_BxTxE` and the updated cache.
 
-    Without a cache the tokens attend to each other; with one, they are written into slots
-    `[write_index, write_index + T)` of every row and attend to all filled slots.
+    Without a cache the tokens attend to each other, through the layer scan. With one, they are written
+    into slots `[write_index, write_index + T)` of every row and attend to all filled slots; the layers
+    run one by one, on `params` as stored or (faster when called in a loop) from `unstack_layers`.
     """
     B, T = tokens_BxT.shape
     if positions_BxT is None:
@@ -377,18 +425,27 @@ def apply(config: ModelConfig, params: Params, tokens_BxT: jax.Array, positions_
     model = Transformer(config)
     if cache is None:
         mask = attention_mask(positions_BxT, segment_ids_BxT, positions_BxT, segment_ids_BxT)
-        hidden, _ = model.apply({"params": params}, tokens_BxT, positions_BxT, mask)
-        return hidden, None
+        return model.apply({"params": params}, tokens_BxT, positions_BxT, mask), None
     kv_positions = jax.lax.dynamic_update_slice_in_dim(cache.positions_BxS, positions_BxT, write_index, 1)
     kv_segment_ids = jax.lax.dynamic_update_slice_in_dim(cache.segment_ids_BxS, segment_ids_BxT, write_index, 1)
     mask = attention_mask(positions_BxT, segment_ids_BxT, kv_positions, kv_segment_ids)
-    hidden, (k, v) = model.apply({"params": params}, tokens_BxT, positions_BxT, mask,
-                                 (cache.k_LxBxSxKxH, cache.v_LxBxSxKxH), write_index)
-    return hidden, KVCache(k, v, kv_positions, kv_segment_ids)
+    layers = params["layers"]
+    if not isinstance(layers, tuple):
+        layers = unstack_layers(params)["layers"]
+    shared = {"params": _without_layers(params)}
+    x_BxTxE = model.apply(shared, tokens_BxT, method=Transformer.embed_tokens)
+    layer_k, layer_v = [], []
+    for layer_params, k_BxKxHxS, v_BxKxSxH in zip(layers, cache.layer_k_BxKxHxS, cache.layer_v_BxKxSxH, strict=True):
+        (x_BxTxE, (k_BxKxHxS, v_BxKxSxH)), _ = DecoderLayer(config).apply(
+            {"params": layer_params}, (x_BxTxE, (k_BxKxHxS, v_BxKxSxH)), positions_BxT, mask, write_index)
+        layer_k.append(k_BxKxHxS)
+        layer_v.append(v_BxKxSxH)
+    hidden_BxTxE = model.apply(shared, x_BxTxE, method=Transformer.normalize_final)
+    return hidden_BxTxE, KVCache(tuple(layer_k), tuple(layer_v), kv_positions, kv_segment_ids)
 
 
 def logits_from_hidden(config: ModelConfig, params: Params, hidden_BxTxE: jax.Array) -> jax.Array:
-    return Transformer(config).apply({"params": params}, hidden_BxTxE, method=Transformer.logits)
+    return Transformer(config).apply({"params": _without_layers(params)}, hidden_BxTxE, method=Transformer.logits)
 
 
 def forward(config: ModelConfig, params: Params, tokens_BxL: jax.Array, positions_BxL: jax.Array | None = None,

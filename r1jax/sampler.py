@@ -9,6 +9,9 @@
   dropped before returning.
 - One jitted prefill fills a static-shape KV cache (`bucket + max_new_tokens` slots), then repeats
   each prompt's cache rows `num_samples` times: the samples of a GRPO group share one prefill.
+- The layers run one by one on per-layer weights and caches (`model.unstack_layers`, made once per
+  call, so the weights take twice their memory while sampling): a matmul on a layer's slice of a
+  stacked array makes XLA copy that slice first, at every decode step.
 - One jitted `lax.while_loop` decodes until every row has stopped or the budget is spent; its
   state (cache included) is donated, so it is updated in place.
 
@@ -255,8 +258,10 @@ def _shard(x: jax.Array, *logical_axes: str | None) -> jax.Array:
 
 
 def _shard_cache(cache: KVCache) -> KVCache:
-    kv_axes = (None, "activation_batch", None, "activation_kv_heads", None)
-    return KVCache(_shard(cache.k_LxBxSxKxH, *kv_axes), _shard(cache.v_LxBxSxKxH, *kv_axes),
+    def shard_kv(x):
+        return _shard(x, "activation_batch", "activation_kv_heads", None, None)
+
+    return KVCache(tuple(map(shard_kv, cache.layer_k_BxKxHxS)), tuple(map(shard_kv, cache.layer_v_BxKxSxH)),
                    _shard(cache.positions_BxS, "activation_batch", None),
                    _shard(cache.segment_ids_BxS, "activation_batch", None))
 
@@ -265,13 +270,11 @@ def _repeat_rows(cache: KVCache, times: int) -> KVCache:
     """Each batch row `times` times in a row (row i -> rows i*times ... i*times + times - 1)."""
     if times == 1:
         return cache
-    return KVCache(jnp.repeat(cache.k_LxBxSxKxH, times, axis=1), jnp.repeat(cache.v_LxBxSxKxH, times, axis=1),
-                   jnp.repeat(cache.positions_BxS, times, axis=0), jnp.repeat(cache.segment_ids_BxS, times, axis=0))
+    return jax.tree.map(lambda x: jnp.repeat(x, times, axis=0), cache)
 
 
 def _take_rows(cache: KVCache, rows_B: jax.Array) -> KVCache:
-    return KVCache(jnp.take(cache.k_LxBxSxKxH, rows_B, axis=1), jnp.take(cache.v_LxBxSxKxH, rows_B, axis=1),
-                   jnp.take(cache.positions_BxS, rows_B, axis=0), jnp.take(cache.segment_ids_BxS, rows_B, axis=0))
+    return jax.tree.map(lambda x: jnp.take(x, rows_B, axis=0), cache)
 
 
 def _prefill(config: ModelConfig, params: Params, prompts_BxP: jax.Array, prompt_lengths_B: jax.Array,
@@ -292,15 +295,14 @@ def _prefill(config: ModelConfig, params: Params, prompts_BxP: jax.Array, prompt
 
 def _decode_step(config: ModelConfig, params: Params, cache: KVCache, tokens_B: jax.Array, positions_B: jax.Array,
                  write_index: jax.Array) -> tuple[jax.Array, KVCache]:
-    """Feeds one token per row at slot `write_index`: next `logits_BxV` and the cache.
-
-    The layers run unrolled: inside a layer scan XLA copies each layer's weights out of the stacked
-    arrays, which for one token per row is as much memory traffic as the matmuls themselves.
-    """
-    unrolled = dataclasses.replace(config, scan_layers=False)
-    hidden_Bx1xE, cache = model_lib.apply(unrolled, params, tokens_B[:, None], positions_B[:, None],
+    """Feeds one token per row at slot `write_index`: next `logits_BxV` and the cache."""
+    hidden_Bx1xE, cache = model_lib.apply(config, params, tokens_B[:, None], positions_B[:, None],
                                           jnp.ones_like(tokens_B)[:, None], cache, write_index)
     return model_lib.logits_from_hidden(config, params, hidden_Bx1xE)[:, 0], _shard_cache(cache)
+
+
+# Once per call, before the jitted loops: a copy of the layer weights, read in place at every decode step.
+_unstack_layers = jax.jit(model_lib.unstack_layers)
 
 
 class _SampleState(NamedTuple):
@@ -408,6 +410,7 @@ def generate(config: ModelConfig, params: Params, prompts: Prompts, *, max_new_t
     dummy_B = np.arange(len(prompts_BxP)) >= num_prompts
     key = jax.random.key(seed) if isinstance(seed, (int, np.integer)) else seed
 
+    params = _unstack_layers(params)
     state = _start_sampling(config, spec, num_samples, int(max_new_tokens), pad_id, params, prompts_BxP,
                             prompt_lengths_B, dummy_B, eos_E, stop_JxM, key)
     state = _continue_sampling(config, spec, pad_id, params, state, eos_E, stop_JxM)
@@ -561,6 +564,7 @@ def beam_search(config: ModelConfig, params: Params, prompts: Prompts, *, beam_w
                                                               pad_id, eos_ids)
     dummy_B = np.arange(len(prompts_BxP)) >= num_prompts
     outputs = _run_beam_search(config, int(beam_width), int(max_new_tokens), pad_id, np.float32(length_penalty),
-                               params, prompts_BxP, prompt_lengths_B, dummy_B, np.asarray(list(eos_ids), np.int32))
+                               _unstack_layers(params), prompts_BxP, prompt_lengths_B, dummy_B,
+                               np.asarray(list(eos_ids), np.int32))
     tokens, lengths, scores, finished = (np.array(x[:num_prompts]) for x in jax.device_get(outputs))
     return BeamSearchResult(tokens=tokens, lengths=lengths, scores=scores, finished=finished)

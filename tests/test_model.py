@@ -44,12 +44,16 @@ def _params(name, seed=0, **overrides):
     return config, model_lib.init_params(config, jax.random.key(seed))
 
 
+@pytest.mark.parametrize("unstack", [False, True], ids=["stacked", "unstacked"])
 @pytest.mark.parametrize("name", TINY)
-def test_prefill_then_cached_decode_equals_full_forward(name):
+def test_prefill_then_cached_decode_equals_full_forward(name, unstack):
     config, params = _params(name)
     B, P, T, S = 3, 5, 11, 16  # prompt length, total length, cache slots
     tokens = jax.random.randint(jax.random.key(1), (B, T), 0, config.vocab_size)
     full = forward(config, params, tokens)
+    if unstack:  # the form the sampler passes: the same weights, one dict per layer
+        params = model_lib.unstack_layers(params)
+        assert len(params["layers"]) == config.num_layers
     cache = model_lib.init_cache(config, B, S)
     positions = jnp.broadcast_to(jnp.arange(T), (B, T))
     hidden, cache = model_lib.apply(config, params, tokens[:, :P], positions[:, :P], cache=cache, write_index=0)
@@ -60,6 +64,28 @@ def test_prefill_then_cached_decode_equals_full_forward(name):
         steps.append(model_lib.logits_from_hidden(config, params, hidden))
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5, rtol=1e-5)
     assert isinstance(cache, KVCache) and int(cache.segment_ids_BxS[:, T:].max()) == 0
+
+
+def test_cached_attention_matches_float64_reference():
+    B, T, N, K, H, S = 2, 3, 6, 2, 8, 7
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=shape) for shape in ((B, T, N, H), (B, S, K, H), (B, S, K, H)))
+    mask = rng.random((B, T, S)) < 0.6
+    mask[0, 0] = True
+    mask[1, 2] = False  # no slot to attend to: jax.nn.dot_product_attention averages all values
+    out = model_lib.cached_attention(jnp.asarray(q, jnp.float32), jnp.asarray(k.transpose(0, 2, 3, 1), jnp.float32),
+                                     jnp.asarray(v.transpose(0, 2, 1, 3), jnp.float32), jnp.asarray(mask))
+    group = N // K
+    k_heads, v_heads = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)  # query head n reads kv head n // group
+    scores = np.einsum("btnh,bsnh->bnts", q, k_heads) / np.sqrt(H)
+    scores = np.where(mask[:, None], scores, -np.inf)
+    scores = np.where(mask[:, None].any(-1, keepdims=True), scores, 0.0)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    expected = np.einsum("bnts,bsnh->btnh", weights / weights.sum(-1, keepdims=True), v_heads)
+    np.testing.assert_allclose(out, expected, atol=2e-6)
+    reference = jax.nn.dot_product_attention(jnp.asarray(q, jnp.float32), jnp.asarray(k, jnp.float32),
+                                             jnp.asarray(v, jnp.float32), mask=jnp.asarray(mask)[:, None])
+    np.testing.assert_allclose(out, reference, atol=2e-6)
 
 
 @pytest.mark.parametrize("name", TINY)
