@@ -388,6 +388,19 @@ def init_cache(config: ModelConfig, batch_size: int, num_slots: int, dtype: str 
                    jnp.zeros((batch_size, num_slots), jnp.int32), jnp.zeros((batch_size, num_slots), jnp.int32))
 
 
+def extend_cache(cache: KVCache, num_slots: int) -> KVCache:
+    """The same cache with empty slots appended, up to `num_slots` in all."""
+
+    def append_slots(x: jax.Array, slots_axis: int) -> jax.Array:
+        widths = [(0, 0)] * x.ndim
+        widths[slots_axis] = (0, num_slots - x.shape[slots_axis])
+        return jnp.pad(x, widths)  # zeros: segment id 0 marks the new slots empty
+
+    return KVCache(tuple(append_slots(k, 3) for k in cache.layer_k_BxKxHxS),
+                   tuple(append_slots(v, 2) for v in cache.layer_v_BxKxSxH),
+                   append_slots(cache.positions_BxS, 1), append_slots(cache.segment_ids_BxS, 1))
+
+
 def attention_mask(q_positions_BxT, q_segment_ids_BxT, kv_positions_BxS, kv_segment_ids_BxS) -> jax.Array:
     """Causal by position, within a segment, never onto padding (segment 0)."""
     same_segment = q_segment_ids_BxT[:, :, None] == kv_segment_ids_BxS[:, None, :]

@@ -286,11 +286,12 @@ def _prefill(config: ModelConfig, params: Params, prompts_BxP: jax.Array, prompt
     slots_P = jnp.arange(P, dtype=jnp.int32)
     segment_ids_BxP = (slots_P[None] >= padding_B[:, None]).astype(jnp.int32)
     positions_BxP = jnp.maximum(slots_P[None] - padding_B[:, None], 0)
-    cache = _shard_cache(model_lib.init_cache(config, B, num_slots))
+    # A cache of the prompt's slots only, so the prompt does not attend over the empty decode slots too.
+    cache = _shard_cache(model_lib.init_cache(config, B, P))
     hidden_BxPxE, cache = model_lib.apply(config, params, prompts_BxP, positions_BxP, segment_ids_BxP, cache, 0)
     # Left padding puts every prompt's last token in the last slot: only it needs logits.
     logits_BxV = model_lib.logits_from_hidden(config, params, hidden_BxPxE[:, -1:])[:, 0]
-    return logits_BxV, cache
+    return logits_BxV, _shard_cache(model_lib.extend_cache(cache, num_slots))
 
 
 def _decode_step(config: ModelConfig, params: Params, cache: KVCache, tokens_B: jax.Array, positions_B: jax.Array,

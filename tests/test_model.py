@@ -66,6 +66,19 @@ def test_prefill_then_cached_decode_equals_full_forward(name, unstack):
     assert isinstance(cache, KVCache) and int(cache.segment_ids_BxS[:, T:].max()) == 0
 
 
+def test_prefill_into_prompt_slots_then_extend_equals_prefill_into_whole_cache():
+    config, params = _params("tiny-qwen3")
+    B, P, S = 2, 6, 10
+    tokens = jax.random.randint(jax.random.key(4), (B, P), 0, config.vocab_size)
+    hidden_whole, whole = model_lib.apply(config, params, tokens, cache=model_lib.init_cache(config, B, S))
+    hidden_exact, exact = model_lib.apply(config, params, tokens, cache=model_lib.init_cache(config, B, P))
+    extended = model_lib.extend_cache(exact, S)
+    np.testing.assert_allclose(hidden_exact, hidden_whole, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(extended), jax.tree.leaves(whole), strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_cached_attention_matches_float64_reference():
     B, T, N, K, H, S = 2, 3, 6, 2, 8, 7
     rng = np.random.default_rng(0)
