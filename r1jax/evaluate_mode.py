@@ -46,7 +46,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 
 from r1jax import config as config_lib
-from r1jax import evaluate, runtime, sampler, scaling, sharding
+from r1jax import distributed, evaluate, runtime, sampler, scaling, sharding
 from r1jax.config import ConfigError, validate_countdown_data, validate_tokenizer
 from r1jax.data import benchmarks, prompts, tasks
 from r1jax.model import ModelConfig, Params
@@ -200,11 +200,13 @@ def load_problems(data: ml_collections.ConfigDict, tokenizer: Tokenizer,
     """The first `data.num_examples` test problems of the task (0: all) and their prompt texts."""
     tfds.disable_progress_bar()  # the run's own progress output is what matters
     if data.name == "countdown":
-        task = tasks.load_task(data, tokenizer, workdir)
+        with distributed.main_process_first("task data"):  # built on first use, by one process
+            task = tasks.load_task(data, tokenizer, workdir)
         test, render = task.test, task.render_prompt
     else:
-        test = benchmarks.load(data.name, manual_dir=data.manual_dir,
-                               data_dir=data.data_dir or os.path.join(workdir, "data"))
+        with distributed.main_process_first("benchmark data"):  # built (or rebuilt) by one process
+            test = benchmarks.load(data.name, manual_dir=data.manual_dir,
+                                   data_dir=data.data_dir or os.path.join(workdir, "data"))
 
         def render(example: Mapping[str, Any]) -> str:
             return prompts.math_prompt(example["question"], template=data.template, renderer=tokenizer)

@@ -17,6 +17,10 @@ from r1jax.model import Params
 SCHEDULES = ("cosine", "constant")
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
 def optimizer_config(**overrides) -> ml_collections.ConfigDict:
     """Defaults for the `optimizer` section of a run config."""
     config = ml_collections.ConfigDict(dict(

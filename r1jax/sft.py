@@ -388,6 +388,10 @@ def train(model_config: ModelConfig, params: Params, pairs: Sequence[tuple[str, 
                 batch = packed.select(batches.rows(step))
                 state, metrics = train_step(state, None, batch, loss_divisor(trained_per_row(batch)))
                 losses.append(float(metrics["loss"]))
+                if not np.isfinite(losses[-1]):  # before any save: a diverged state never reaches a checkpoint
+                    kept = f"; the last good checkpoint is kept in {checkpointer.directory}" if checkpointer else ""
+                    raise optim.TrainingDiverged(f"loss is {losses[-1]} at step {step + 1}{kept}. Lower the learning "
+                                                 "rate or check the data.")
                 if log_every and (step + 1) % log_every == 0:
                     print(f"sft step {step + 1}/{steps}: loss {np.mean(losses[-log_every:]):.4f} "
                           f"({time.perf_counter() - start:.0f} s)", flush=True)
@@ -644,8 +648,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     Returns the steps done (fewer than `steps` when preempted), the last held-out loss, the final params
     and, when finished, the export directory.
     """
-    from r1jax.rl.trainer import TrainingDiverged  # lazily: the trainer imports the pretraining stage
-
     validate_config(config)
     start_time = time.perf_counter()
     mesh, rules = runtime.mesh_and_rules(config)
@@ -735,7 +737,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     finite = np.isfinite([v["loss"] for v in values])
                     if not finite.all():
                         first_bad = int(np.argmin(finite))
-                        raise TrainingDiverged(
+                        raise optim.TrainingDiverged(
                             f"loss is {values[first_bad]['loss']} at step {step - len(values) + first_bad + 1}; the "
                             f"last good checkpoint is kept in {checkpointer.directory}. Lower "
                             "optimizer.learning_rate or check the data.")

@@ -1,6 +1,7 @@
 """`mode: evaluate`: curves against brute force on scripted samples, a run on a random tiny model, the
 benchmark builders on fixture files, and the errors a bad config or a missing file gives."""
 
+import functools
 import importlib.util
 import itertools
 import json
@@ -261,6 +262,19 @@ def test_gsm8k_builder_keeps_the_file_order_and_the_final_answer(tmp_path):
     assert [source[i] for i in range(len(source))] == [
         {"question": GSM8K_LINES[0]["question"], "answer": "18"},
         {"question": GSM8K_LINES[1]["question"], "answer": "250"}]
+
+
+def test_benchmark_is_rebuilt_when_its_file_changes(tmp_path, capsys):
+    path = _write_jsonl(tmp_path / "manual" / "test.jsonl", GSM8K_LINES)
+    load = functools.partial(benchmarks.load, "gsm8k", manual_dir=str(path.parent), data_dir=str(tmp_path / "tfds"))
+    assert load()[1]["answer"] == "250"
+    assert "rebuilding" not in capsys.readouterr().out
+    assert len(load()) == 2 and "rebuilding" not in capsys.readouterr().out  # same file: the prepared data
+    edited = [GSM8K_LINES[0], {**GSM8K_LINES[1], "answer": "... #### 251"}, GSM8K_LINES[0]]
+    _write_jsonl(path, edited)
+    source = load()
+    assert "rebuilding" in capsys.readouterr().out
+    assert [source[i]["answer"] for i in range(len(source))] == ["18", "251", "18"]
 
 
 @pytest.mark.parametrize("name, file_name, records, expected", [

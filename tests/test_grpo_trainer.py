@@ -13,7 +13,7 @@ import pytest
 from flax import linen as nn
 from interrupted import kill_after_checkpoint
 
-from r1jax import runtime, sampler, sharding
+from r1jax import optim, runtime, sampler, sharding
 from r1jax import metrics as metrics_lib
 from r1jax import model as model_lib
 from r1jax.config import load_config_file
@@ -165,7 +165,7 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(
         return state, metrics
 
     run.train_step = poisoned_after_first_grpo_step
-    with pytest.raises(trainer.TrainingDiverged, match=r"loss is nan at step 2"):
+    with pytest.raises(optim.TrainingDiverged, match=r"loss is nan at step 2"):
         run.run()
     assert sorted(int(name) for name in os.listdir(tmp_path / "checkpoints")) == [1]
 

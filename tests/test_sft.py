@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from r1jax import model as model_lib
-from r1jax import optim, sampler, sft
+from r1jax import checkpoint, optim, sampler, sft
 from r1jax.data.char_tokenizer import EOS, write_char_tokenizer
 from r1jax.tokenizer import load_tokenizer
 
@@ -71,3 +71,26 @@ def test_training_reduces_the_loss(tmp_path):
     assert np.mean(result.losses[-5:]) < 0.5 * np.mean(result.losses[:5])
     # The caller's params are not donated away.
     jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.array, params))
+
+
+def test_a_nan_loss_stops_training_before_it_is_checkpointed(tmp_path, monkeypatch):
+    real_make_train_step = sft.make_train_step
+
+    def nan_from_step_3(*args, **kwargs):
+        step_fn = real_make_train_step(*args, **kwargs)
+
+        def step(state, *rest):
+            state, metrics = step_fn(state, *rest)
+            return state, dict(metrics, loss=jnp.where(state["step"] >= 3, jnp.nan, metrics["loss"]))
+
+        return step
+
+    monkeypatch.setattr(sft, "make_train_step", nan_from_step_3)
+    tokenizer = load_tokenizer(write_char_tokenizer(str(tmp_path / "tokenizer")))
+    pairs = [(f"Numbers: {a}.\n", f"{a}{EOS}") for a in range(8)]
+    params = model_lib.init_params(CONFIG, jax.random.key(0))
+    with checkpoint.Checkpointer(tmp_path / "checkpoints", save_interval_steps=1, max_to_keep=None) as checkpointer:
+        with pytest.raises(optim.TrainingDiverged, match=r"loss is nan at step 3; the last good checkpoint is kept"):
+            sft.train(CONFIG, params, pairs, tokenizer, steps=6, batch_size=2, seq_len=32, checkpointer=checkpointer,
+                      optimizer_config=optim.optimizer_config(learning_rate=1e-2), seed=0)
+        assert checkpointer.all_steps() == [1, 2]

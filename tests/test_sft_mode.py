@@ -15,13 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from interrupted import kill_after_checkpoint
 
-from r1jax import distributed, hf, main, runtime, sft
+from r1jax import distributed, hf, main, optim, runtime, sft
 from r1jax import metrics as metrics_lib
 from r1jax import model as model_lib
 from r1jax.config import ConfigError, load_config_file, validate
 from r1jax.data import records as records_lib
 from r1jax.data.char_tokenizer import EOS, write_char_tokenizer
-from r1jax.rl.trainer import TrainingDiverged
 from r1jax.tokenizer import load_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -333,7 +332,7 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(
         return step
 
     monkeypatch.setattr(sft, "make_train_step", fake_train_step)
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 2"):
+    with pytest.raises(optim.TrainingDiverged, match=r"loss is nan at step 2"):
         sft.run(_run_config(train_file, **{"eval.every": 0, "checkpoint_every": 1}), str(tmp_path))
     assert sorted(int(name) for name in os.listdir(tmp_path / "checkpoints")) == [1]
 

@@ -21,8 +21,8 @@ Expected files (name in `manual_dir`, then where to get it):
                  orient='records', lines=True)"
 
 
-The data is read once: a prepared dataset under `data_dir` is not re-read when the file changes;
-delete `<data_dir>/math_benchmark/<name>` to rebuild it.
+The prepared dataset remembers the SHA-256 of the file it was built from; when `manual_dir` holds a
+different file (edited, or another folder), it is rebuilt.
 
     source = load("gsm8k", manual_dir="/data/gsm8k", data_dir="/data/tfds")
     source[0]  # {"question": "Janet's ducks lay 16 eggs ...", "answer": "18"}
@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,9 +147,32 @@ def _to_math_example(record: dict[str, Any]) -> MathExample:
 
 
 def load(name: str, *, manual_dir: str, data_dir: str | os.PathLike[str]) -> DecodedSource[MathExample]:
-    """The test split of benchmark `name`, built under `data_dir` from `manual_dir`'s file on first use."""
+    """The test split of benchmark `name`, built under `data_dir` from `manual_dir`'s file when that file is
+    not the one it was built from."""
     check_manual_dir(name, manual_dir)
+    source_file = os.path.join(manual_dir, BENCHMARKS[name].file_name)
+    with open(source_file, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
     builder = MathBenchmark(config=name, data_dir=os.fspath(data_dir), file_format="array_record")
+    digest_file = os.path.join(builder.data_dir, _SOURCE_DIGEST)
+    if os.path.isdir(builder.data_dir) and _read_text(digest_file) != digest:
+        print(f"{source_file} is not the file {builder.data_dir} was built from; rebuilding it", flush=True)
+        shutil.rmtree(builder.data_dir)
+        builder = MathBenchmark(config=name, data_dir=os.fspath(data_dir), file_format="array_record")
     with contextlib.redirect_stdout(io.StringIO()):  # TFDS's size notes, as in countdown.build
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    if _read_text(digest_file) != digest:
+        with open(digest_file, "w") as f:  # a torn write only means one more rebuild
+            f.write(digest)
     return DecodedSource(builder.as_data_source("test"), _to_math_example)
+
+
+_SOURCE_DIGEST = "source.sha256"
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None

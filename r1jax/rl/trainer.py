@@ -40,10 +40,6 @@ from r1jax.rl import grpo
 State = dict[str, Any]  # {"params", "opt_state", "step", "rng"}
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
-
-
 @dataclasses.dataclass
 class Rollout:
     """One batch of completions, `group_size` consecutive rows per prompt."""
@@ -369,7 +365,7 @@ class GRPORun:
         averaged = _average_step_metrics(jax.device_get(step_metrics), trained_tokens)
         averaged["trained_rows"] = trained / (g.num_iterations * len(advantages))
         if not np.isfinite(averaged["loss"]):
-            raise TrainingDiverged(
+            raise optim.TrainingDiverged(
                 f"loss is {averaged['loss']} at step {int(self.state['step']) // self._updates_per_step()}; "
                 f"the last good checkpoint "
                 f"is kept in {self.checkpointer.directory}. Lower optimizer.learning_rate or check the rewards.")
