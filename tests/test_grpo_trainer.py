@@ -151,6 +151,12 @@ def test_a_killed_run_resumes_to_the_same_parameters_as_an_uninterrupted_one(tmp
         assert key in last, key
     assert max(int(name) for name in os.listdir(killed_dir / "checkpoints") if name.isdigit()) == 4
 
+    # Run again once finished: nothing to train; the summary's evaluations come from the earlier runs' metrics.
+    rerun = trainer.run(_smoke_config(steps=4), str(killed_dir))
+    assert rerun["steps"] == 4 and "stopped" not in rerun
+    assert rerun["first_eval"] == {k: v for k, v in records[0].items() if k.startswith("eval/")}
+    assert rerun["final_eval"] == {k: v for k, v in last.items() if k.startswith("eval/")}
+
 
 def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
     run = trainer.GRPORun(_smoke_config(steps=3), str(tmp_path))

@@ -8,6 +8,7 @@ Three model directories are built once per module, laid out like Hugging Face ch
 
 import json
 import shutil
+import string
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -614,3 +615,18 @@ def test_save_copies_a_tokenizer_that_loads_identically(tmp_path):
     assert copy.encode(text) == original.encode(text) and len(original.encode(text)) < len(text)
     assert (copy.eos_ids, copy.pad_id, copy.bos_id) == (original.eos_ids, original.pad_id, None)
     assert copy.decode(copy.encode(text)) == text
+
+
+def test_char_tokenizer_reads_other_characters_as_unk_and_keeps_ascii_ids(tmp_path):
+    from r1jax.data import char_tokenizer
+
+    tokenizer = load_tokenizer(char_tokenizer.write_char_tokenizer(str(tmp_path / "char")))
+    unk = char_tokenizer.vocab_size() - 1
+    assert tokenizer.vocab_size == char_tokenizer.vocab_size()
+    # The ids of earlier char tokenizers (specials, then string.printable without \t\r\x0b\x0c) hold.
+    assert tokenizer.encode("a0 ") == [6 + string.printable.index(c) for c in "a0 "]
+    ids = tokenizer.encode("3\u00d74 \u2212 \u03c0")
+    assert ids == [tokenizer.encode("3")[0], unk, tokenizer.encode("4")[0], tokenizer.encode(" ")[0], unk,
+                   tokenizer.encode(" ")[0], unk]
+    assert tokenizer.pad_id not in ids
+    assert tokenizer.decode(ids) == "3<unk>4 <unk> <unk>"

@@ -458,6 +458,15 @@ def _format_metrics(step: int, metrics: Mapping[str, float]) -> str:
     return f"step {step}: " + " ".join(parts)
 
 
+def _logged_eval(workdir: str, step: int) -> dict[str, float] | None:
+    """The evaluation metrics `metrics.jsonl` holds for `step`, if it holds any."""
+    for record in metrics_lib.read_metrics(workdir):
+        evaluation = {key: value for key, value in record.items() if key.startswith("eval/")}
+        if record["step"] == step and evaluation:
+            return evaluation
+    return None
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains, exports the final policy in Hugging Face format, draws the curves and prints a summary."""
     start = time.perf_counter()
@@ -467,6 +476,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         print(stopped, flush=True)
         return {"first_eval": None, "final_eval": {}, "steps": 0, "stopped": True}
     summary = grpo_run.run()
+    # A resumed run did not evaluate at step 0 (nor at the end, if it was already finished): earlier runs logged it.
+    summary["first_eval"] = summary["first_eval"] or _logged_eval(workdir, 0)
+    summary["final_eval"] = summary["final_eval"] or _logged_eval(workdir, summary["steps"]) or {}
     if summary["steps"] < config.steps:
         return dict(summary, stopped=True)  # preempted: the next run in this workdir continues
     export_dir = os.path.join(workdir, "hf_export")
