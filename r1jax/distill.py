@@ -145,7 +145,7 @@ def _sample(config: ml_collections.ConfigDict, tokenizer: Tokenizer, task: tasks
     key = jax.random.key(config.seed)
     candidates = []
     with sharding.use_mesh(mesh, rules), tqdm.tqdm(total=len(examples), unit="prompt", desc="distill") as progress:
-        params = runtime.load_or_init_params(config, model_config, mesh, rules)
+        params = sampler.per_layer_params(runtime.load_or_init_params(config, model_config, mesh, rules))
         for first in range(0, len(examples), config.prompt_batch_size):
             prompts = [task.render_prompt(e) for e in examples[first:first + config.prompt_batch_size]]
             result = sampler.generate(model_config, params, [task.encode(p) for p in prompts],

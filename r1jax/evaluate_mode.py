@@ -453,7 +453,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     validate_config(config)
     mesh, rules = runtime.mesh_and_rules(config)
     model_config = runtime.model_config(config)
-    params = runtime.load_or_init_params(config, model_config, mesh, rules)
+    params = sampler.per_layer_params(runtime.load_or_init_params(config, model_config, mesh, rules))
     tokenizer = runtime.tokenizer(config, workdir)
     if tokenizer.vocab_size > model_config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "

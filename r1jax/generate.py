@@ -69,7 +69,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     validate_config(config)
     mesh, rules = runtime.mesh_and_rules(config)
     model_config = runtime.model_config(config)
-    params = runtime.load_or_init_params(config, model_config, mesh, rules)
+    params = sampler.per_layer_params(runtime.load_or_init_params(config, model_config, mesh, rules))
     tokenizer = runtime.tokenizer(config, workdir)
     prompts = read_prompts(config.prompts_file)
     encoded = [_encode(tokenizer, p, config.chat_template) for p in prompts]

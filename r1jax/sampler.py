@@ -9,9 +9,10 @@
   dropped before returning.
 - One jitted prefill fills a static-shape KV cache (`bucket + max_new_tokens` slots), then repeats
   each prompt's cache rows `num_samples` times: the samples of a GRPO group share one prefill.
-- The layers run one by one on per-layer weights and caches (`model.unstack_layers`, made once per
-  call, so the weights take twice their memory while sampling): a matmul on a layer's slice of a
-  stacked array makes XLA copy that slice first, at every decode step.
+- The layers run one by one on per-layer weights and caches: a matmul on a layer's slice of a stacked
+  array makes XLA copy that slice first, at every decode step. Stacked weights are split once per call
+  (the weights take twice their memory while sampling); `per_layer_params` splits them once for a caller
+  that samples many batches.
 - One jitted `lax.while_loop` decodes until every row has stopped or the budget is spent; its
   state (cache included) is donated, so it is updated in place.
 
@@ -302,8 +303,17 @@ def _decode_step(config: ModelConfig, params: Params, cache: KVCache, tokens_B: 
     return model_lib.logits_from_hidden(config, params, hidden_Bx1xE)[:, 0], _shard_cache(cache)
 
 
-# Once per call, before the jitted loops: a copy of the layer weights, read in place at every decode step.
 _unstack_layers = jax.jit(model_lib.unstack_layers)
+
+
+def per_layer_params(params: Params) -> Params:
+    """The weights as the decode loops read them: `model.unstack_layers`, a copy of the layer weights.
+
+    `generate` and `beam_search` make it at every call from stacked weights; a caller that samples many
+    batches with the same weights passes its result instead, and keeps one copy of the weights in memory
+    by dropping the stacked ones.
+    """
+    return params if isinstance(params["layers"], tuple) else _unstack_layers(params)
 
 
 class _SampleState(NamedTuple):
@@ -411,7 +421,7 @@ def generate(config: ModelConfig, params: Params, prompts: Prompts, *, max_new_t
     dummy_B = np.arange(len(prompts_BxP)) >= num_prompts
     key = jax.random.key(seed) if isinstance(seed, (int, np.integer)) else seed
 
-    params = _unstack_layers(params)
+    params = per_layer_params(params)
     state = _start_sampling(config, spec, num_samples, int(max_new_tokens), pad_id, params, prompts_BxP,
                             prompt_lengths_B, dummy_B, eos_E, stop_JxM, key)
     state = _continue_sampling(config, spec, pad_id, params, state, eos_E, stop_JxM)
@@ -565,7 +575,7 @@ def beam_search(config: ModelConfig, params: Params, prompts: Prompts, *, beam_w
                                                               pad_id, eos_ids)
     dummy_B = np.arange(len(prompts_BxP)) >= num_prompts
     outputs = _run_beam_search(config, int(beam_width), int(max_new_tokens), pad_id, np.float32(length_penalty),
-                               _unstack_layers(params), prompts_BxP, prompt_lengths_B, dummy_B,
+                               per_layer_params(params), prompts_BxP, prompt_lengths_B, dummy_B,
                                np.asarray(list(eos_ids), np.int32))
     tokens, lengths, scores, finished = (np.array(x[:num_prompts]) for x in jax.device_get(outputs))
     return BeamSearchResult(tokens=tokens, lengths=lengths, scores=scores, finished=finished)
