@@ -345,6 +345,17 @@ def loss_divisor(trained: np.ndarray) -> np.float32:
     return np.float32(max(trained.sum(), 1))
 
 
+def _resume(checkpointer: checkpoint_lib.Checkpointer, abstract_state: Any,
+            data_signature: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The latest checkpoint's state and metadata, refused if it was trained on other data."""
+    state, metadata = checkpointer.restore(abstract_state)
+    if metadata.get("data") != data_signature:
+        raise ValueError(f"the training data changed since the checkpoint in {checkpointer.directory} "
+                         f"({metadata.get('data')} then, {data_signature} now); use a new workdir")
+    print(f"resumed from step {checkpointer.latest_step()} in {checkpointer.directory}", flush=True)
+    return state, metadata
+
+
 def train(model_config: ModelConfig, params: Params, pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer, *,
           steps: int, batch_size: int, seq_len: int, optimizer_config: ml_collections.ConfigDict, seed: int = 0,
           log_every: int = 0, checkpointer: checkpoint_lib.Checkpointer | None = None) -> TrainResult:
@@ -372,12 +383,8 @@ def train(model_config: ModelConfig, params: Params, pairs: Sequence[tuple[str, 
     # The batches follow from the seed and the packed rows; other pairs would silently reorder them.
     data_signature = dict(rows=len(packed.tokens), trained_tokens=int(trained_per_row(packed).sum()))
     if checkpointer is not None and checkpointer.latest_step() is not None:
-        state, metadata = checkpointer.restore(state)  # onto the fresh state's shardings
-        if metadata.get("data") != data_signature:
-            raise ValueError(f"the training data changed since the checkpoint in {checkpointer.directory} "
-                             f"({metadata.get('data')} then, {data_signature} now); use a new workdir")
+        state, metadata = _resume(checkpointer, state, data_signature)  # onto the fresh state's shardings
         losses, earlier_seconds = list(metadata["losses"]), float(metadata["seconds"])
-        print(f"resumed from step {len(losses)} in {checkpointer.directory}", flush=True)
     train_step = make_train_step(model_config, optimizer, schedule)
     # Without a checkpointer a signal has nothing to save, so it ends the process as usual.
     guard = checkpoint_lib.PreemptionGuard() if checkpointer is not None else None
@@ -676,11 +683,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     restored_step = checkpointer.latest_step()
     if restored_step is not None:
         abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings)
-        state, metadata = checkpointer.restore(abstract)
-        if metadata.get("data") != data_signature:
-            raise ValueError(f"the training data changed since the checkpoint in {checkpointer.directory} "
-                             f"({metadata.get('data')} then, {data_signature} now); use a new workdir")
-        print(f"resumed from step {restored_step} in {checkpointer.directory}")
+        state, _ = _resume(checkpointer, abstract, data_signature)
     writer = metrics_lib.MetricsWriter(workdir, resume_step=None if restored_step is None else restored_step + 1,
                                        enabled=distributed.is_main_process())
     train_step = make_train_step(model_config, optimizer, schedule, state_shardings,
