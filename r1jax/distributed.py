@@ -14,6 +14,8 @@ functions and orbax saves; host data reaches the devices with `host_to_global`, 
 only the rows on its own devices. Only process 0 writes files the processes share (metrics, samples,
 exports, the tokenizer and generated data) and prints; the workdir must be on a filesystem every host sees
 (orbax needs that too).
+
+`set_cpu_devices`, also called before JAX starts, splits a CPU host into several devices (`--cpu_devices`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from jax.experimental import multihost_utils
 ENV_COORDINATOR_ADDRESS = "R1JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "R1JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "R1JAX_PROCESS_ID"
+ENV_CPU_DEVICES = "R1JAX_CPU_DEVICES"
 
 # The modes whose every file write and host-side decision is made the same way on all processes.
 MULTIHOST_MODES = ("sft", "grpo")
@@ -71,6 +74,29 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         raise SetupError(f"process id {index} is not in [0, {count}): ids count from 0 to the number of "
                          "processes minus 1")
     jax.distributed.initialize(address, num_processes=count, process_id=index)
+
+
+def set_cpu_devices(count: int | None = None, environ: Mapping[str, str] = os.environ) -> None:
+    """Presents this host's CPU as `count` JAX devices (`jax_num_cpu_devices`); None reads `R1JAX_CPU_DEVICES`,
+    and neither leaves JAX's default (one device, or `--xla_force_host_platform_device_count`).
+
+    XLA:CPU runs most small ops of a program on one thread, so a small model's decode loop keeps one core
+    busy; with a device per core, a mesh's data axis runs a shard of the batch on each, in parallel.
+    Raises SetupError for a count below 1, or once JAX has started with another count.
+    """
+    if count is None:
+        count = _env_int(environ, ENV_CPU_DEVICES)
+        if count is None:
+            return
+    if count < 1:
+        raise SetupError(f"{count} CPU devices: give at least 1")
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # JAX has started (a notebook, a test): fine if it has the devices asked for
+        started_with = len(jax.devices("cpu"))
+        if started_with != count:
+            raise SetupError(f"{count} CPU devices asked for, but JAX already runs with {started_with}; set it "
+                             "before JAX computes anything, e.g. in a new process") from None
 
 
 def _env_int(environ: Mapping[str, str], name: str) -> int | None:

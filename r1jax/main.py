@@ -27,6 +27,9 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
                                       "Processes in a multi-process run (else $R1JAX_NUM_PROCESSES).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None,
                                    "This process's index in a multi-process run (else $R1JAX_PROCESS_ID).")
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", None, "Present this host's CPU as this many JAX devices (else $R1JAX_CPU_DEVICES, else JAX's "
+    "default); the mesh's data axis then runs a shard on each, in parallel. See docs/performance.md.")
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_boolean(
     "allow_config_change", False, "Resume the run in --workdir although its config.json differs from this config.")
 
@@ -87,6 +90,7 @@ def main(argv: list[str]) -> None:
 
     config = _CONFIG.value
     try:
+        distributed.set_cpu_devices(_CPU_DEVICES.value)
         distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         if jax.process_count() > 1 and config.mode not in distributed.MULTIHOST_MODES:
             raise ConfigError(f"config.mode: {config.mode!r} runs in a single process; multi-process runs are "

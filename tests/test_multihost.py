@@ -5,6 +5,7 @@ conftest): SFT with the parameters sharded across both processes, GRPO data-para
 import contextlib
 import glob
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -76,6 +77,31 @@ def test_settings_come_from_flags_or_the_environment_and_none_means_one_process(
     monkeypatch.setenv("SLURM_NTASKS", "1")
     distributed.initialize(environ={})
     assert len(calls) == 3  # one task: a single process
+
+
+def test_cpu_devices_come_from_the_flag_or_the_environment_and_are_checked_once_jax_runs():
+    assert jax.device_count() == 8  # started, with conftest.py's 8 CPU devices
+    distributed.set_cpu_devices(None, environ={})  # neither: JAX's default, untouched
+    distributed.set_cpu_devices(8)
+    distributed.set_cpu_devices(None, environ={"R1JAX_CPU_DEVICES": "8"})
+    for count, environ, words in [(2, {}, "2 CPU devices asked for, but JAX already runs with 8"),
+                                  (None, {"R1JAX_CPU_DEVICES": "2"}, "already runs with 8"),
+                                  (0, {}, "0 CPU devices: give at least 1"),
+                                  (None, {"R1JAX_CPU_DEVICES": "two"}, "R1JAX_CPU_DEVICES='two' is not an integer")]:
+        with pytest.raises(distributed.SetupError, match=re.escape(words)):
+            distributed.set_cpu_devices(count, environ=environ)
+    assert jax.device_count() == 8
+
+
+def test_the_cli_splits_the_cpu_into_the_devices_asked_for(tmp_path):
+    """The flag beats the XLA flag this suite sets, and the mesh's data axis fills the devices."""
+    config = os.path.join(REPO, "configs", "benchmark.py")
+    result = subprocess.run([sys.executable, "-m", "r1jax.main", "--config", config, "--workdir", str(tmp_path),
+                             "--config.steps=1", "--config.seq_len=16", "--config.batch_size=2", "--cpu_devices=2"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "XLA_FLAGS": xla_flags(8), "JAX_PLATFORMS": "cpu"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "'data': 2, 'fsdp': 1, 'tensor': 1" in result.stdout
 
 
 def test_the_cli_rejects_incomplete_settings_with_exit_code_2_and_writes_nothing(tmp_path):
