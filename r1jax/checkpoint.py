@@ -139,10 +139,11 @@ STOPPED_EXIT_CODE = 75
 
 
 class StoppedBySignal(Exception):
-    """A stage before a mode's own loop (GRPO's in-run pretraining) saved on a signal and stopped.
+    """A mode (generate, distill) or a stage before a mode's own loop (GRPO's in-run pretraining) saved
+    its progress on a signal and stopped.
 
-    The mode's `run` catches it and returns a summary with `stopped=True`, so the command exits with
-    `STOPPED_EXIT_CODE`; the message says where the progress is.
+    `r1jax.main` prints the message, which says where the progress is, and exits with `STOPPED_EXIT_CODE`
+    (the GRPO trainer catches it itself and returns a summary with `stopped=True`).
     """
 
 

@@ -19,8 +19,14 @@ are kept when given (default: the task's prompt, the record's rank among its pro
 Output: `<workdir>/<output_file>`, one JSON line per kept sample, which `mode: sft` reads as it is:
 `prompt` and `completion`, and the provenance: `teacher`, `split`, `prompt_id`, `sample`, `reward` (the
 accuracy score), `rewards` (every score), `num_tokens`, `example` (the problem, e.g. nums and target).
-`distill_summary.json` beside it counts samples, correct samples and solved prompts. The file appears
-complete or not at all; a rerun samples again.
+`distill_summary.json` beside it counts samples, correct samples and solved prompts. The output file
+appears complete or not at all.
+
+Sampled completions, right or wrong, go to `<workdir>/distill_samples.jsonl` a batch of prompts at a time
+(`records.ResumableWriter`): a run stopped by SIGTERM (exit code 75) or killed continues from its last
+whole batch, with the samples an uninterrupted run makes; a rerun that changes only the verifier
+(`rewards`, `accuracy_reward`, `accuracy_threshold`, `keep`) filters the same samples again without
+sampling. A change to what is sampled (model, data, sampling, seed, batch) is refused in that workdir.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from r1jax import runtime, sampler, sharding
+from r1jax import checkpoint, runtime, sampler, sharding
 from r1jax.config import (ConfigError, validate_generation, validate_output_file, validate_rewards,
                           validate_task_data, validate_tokenizer)
 from r1jax.data import records, tasks
@@ -48,6 +54,9 @@ from r1jax.tokenizer import Tokenizer
 KEEP_POLICIES = ("all", "first", "shortest")
 SPLITS = ("train", "test")
 SUMMARY_FILE = "distill_summary.json"
+SAMPLES_FILE = "distill_samples.jsonl"
+# What the samples depend on: a change in them is refused when continuing a run's samples.
+SAMPLING_KEYS = ("model", "tokenizer", "data", "split", "num_prompts", "prompt_batch_size", "sampling", "seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +138,9 @@ def read_traces(path: str, examples: Sequence[Mapping[str, Any]], render_prompt:
 
 
 def _sample(config: ml_collections.ConfigDict, tokenizer: Tokenizer, task: tasks.Task,
-            examples: Sequence[Mapping[str, Any]], teacher: str) -> list[Candidate]:
-    """`sampling.num_samples` completions of every example's prompt from the teacher."""
+            examples: Sequence[Mapping[str, Any]], teacher: str, workdir: str) -> list[Candidate]:
+    """`sampling.num_samples` completions of every example's prompt from the teacher, continuing the
+    batches already in `<workdir>/SAMPLES_FILE` (module docstring)."""
     mesh, rules = runtime.mesh_and_rules(config)
     model_config = runtime.model_config(config)
     if tokenizer.vocab_size > model_config.vocab_size:
@@ -143,22 +153,38 @@ def _sample(config: ml_collections.ConfigDict, tokenizer: Tokenizer, task: tasks
                    tokenizer=tokenizer, max_prompt_len=s.max_prompt_len or None,
                    pad_id=tokenizer.pad_id if tokenizer.pad_id is not None else 0)
     key = jax.random.key(config.seed)
-    candidates = []
-    with sharding.use_mesh(mesh, rules), tqdm.tqdm(total=len(examples), unit="prompt", desc="distill") as progress:
-        params = sampler.per_layer_params(runtime.load_or_init_params(config, model_config, mesh, rules))
-        for first in range(0, len(examples), config.prompt_batch_size):
-            prompts = [task.render_prompt(e) for e in examples[first:first + config.prompt_batch_size]]
+    settings = json.loads(config.to_json_best_effort())
+    signature = dict(teacher=teacher, **{name: settings[name] for name in SAMPLING_KEYS})
+    samples_path, batch_size = os.path.join(workdir, SAMPLES_FILE), config.prompt_batch_size
+    with records.ResumableWriter(samples_path, signature) as out, sharding.use_mesh(mesh, rules), \
+            checkpoint.PreemptionGuard() as preemption, \
+            tqdm.tqdm(total=len(examples), unit="prompt", desc="distill") as progress:
+        progress.update(min(out.batches_done * batch_size, len(examples)))
+        params = None
+        for first in range(out.batches_done * batch_size, len(examples), batch_size):
+            if params is None:
+                params = sampler.per_layer_params(runtime.load_or_init_params(config, model_config, mesh, rules))
+            prompts = [task.render_prompt(e) for e in examples[first:first + batch_size]]
             result = sampler.generate(model_config, params, [task.encode(p) for p in prompts],
                                       seed=jax.random.fold_in(key, first), **request)
+            batch = []
             for row, (tokens, length, finished) in enumerate(zip(result.tokens, result.lengths, result.finished)):
                 tokens = tokens[:length]
                 # Tags such as <think> may be special tokens: keep them, drop only the closing EOS.
                 if len(tokens) and int(tokens[-1]) in eos_ids:
                     tokens = tokens[:-1]
-                candidates.append(Candidate(first + row // k, row % k, prompts[row // k], tokenizer.decode(tokens),
-                                            int(length), bool(finished), teacher))
+                batch.append(dataclasses.asdict(Candidate(first + row // k, row % k, prompts[row // k],
+                                                          tokenizer.decode(tokens), int(length), bool(finished),
+                                                          teacher)))
+            out.write_batch(batch)
             progress.update(len(prompts))
-    return candidates
+            if preemption.requested and first + batch_size < len(examples):
+                raise checkpoint.StoppedBySignal(
+                    f"distill stopped by {preemption.received.name} after {first + len(prompts)} of "
+                    f"{len(examples)} prompts, samples in {samples_path}; the same command continues it")
+    if not out.batches_done:  # no prompts
+        return []
+    return [Candidate(**record) for _, record in records.read_records(samples_path, what="samples")]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -175,7 +201,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         candidates = read_traces(config.traces_file, examples, task.render_prompt, tokenizer)
     else:
         teacher = config.model.checkpoint or f"{config.model.name} (random init, seed {config.seed})"
-        candidates = _sample(config, tokenizer, task, examples, teacher)
+        candidates = _sample(config, tokenizer, task, examples, teacher, workdir)
 
     with RewardSet(list(config.rewards)) as rewards:
         scores, _ = rewards.score_batch([c.completion for c in candidates], [examples[c.prompt_id] for c in candidates],

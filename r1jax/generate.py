@@ -6,10 +6,15 @@ Prompts file: `.jsonl` (or `.json`) with a `{"prompt": ...}` object per line, or
 per line. Each output line is one sample: prompt index, sample index, prompt, completion text, token
 count, whether it finished (EOS or stop string) or was truncated, and the mean log-prob of its tokens
 (see `r1jax.sampler` for the convention).
+
+The file is written a batch of prompts at a time (`records.ResumableWriter`): a run stopped by SIGTERM
+(exit code 75) or killed continues from its last whole batch when the same command runs again, with the
+same samples an uninterrupted run writes. Other prompts or settings in that workdir are refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -19,7 +24,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from r1jax import runtime, sampler, sharding
+from r1jax import checkpoint, runtime, sampler, sharding
 from r1jax.data import records
 from r1jax.config import ConfigError, validate_generation, validate_output_file, validate_tokenizer
 from r1jax.tokenizer import Tokenizer
@@ -79,17 +84,23 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                    max_prompt_len=config.max_prompt_len or None, pad_id=tokenizer.pad_id or 0)
     key = jax.random.key(config.seed)
     output_path = os.path.join(workdir, config.output_file)
-    os.makedirs(os.path.dirname(output_path), exist_ok=True)
+    # What the samples depend on; the mesh only changes the order of float additions.
+    settings = {k: v for k, v in json.loads(config.to_json_best_effort()).items() if k != "mesh"}
+    signature = dict(config=settings, prompts_sha256=hashlib.sha256(json.dumps(prompts).encode()).hexdigest())
+    batch_size = config.prompt_batch_size
     generated_tokens, start = 0, time.perf_counter()
-    with sharding.use_mesh(mesh, rules), open(output_path, "w", encoding="utf-8") as out, \
+    with records.ResumableWriter(output_path, signature) as out, sharding.use_mesh(mesh, rules), \
+            checkpoint.PreemptionGuard() as preemption, \
             tqdm.tqdm(total=len(prompts), unit="prompt", desc="generate") as progress:
-        for first in range(0, len(prompts), config.prompt_batch_size):
-            batch = encoded[first:first + config.prompt_batch_size]
+        progress.update(min(out.batches_done * batch_size, len(prompts)))
+        for first in range(out.batches_done * batch_size, len(prompts), batch_size):
+            batch = encoded[first:first + batch_size]
             result = sampler.generate(model_config, params, batch, seed=jax.random.fold_in(key, first), **request)
+            samples = []
             for row, (tokens, length, logprobs, finished) in enumerate(
                     zip(result.tokens, result.lengths, result.logprobs, result.finished)):
                 index = first + row // config.num_samples
-                out.write(json.dumps({
+                samples.append({
                     "prompt_index": index,
                     "sample": row % config.num_samples,
                     "prompt": prompts[index],
@@ -97,8 +108,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                     "num_tokens": int(length),
                     "finished": bool(finished),
                     "mean_logprob": float(np.mean(logprobs[:length])),
-                }, ensure_ascii=False) + "\n")
+                })
+            out.write_batch(samples)
             generated_tokens += int(result.lengths.sum())
             progress.update(len(batch))
             progress.set_postfix(tokens_per_s=f"{generated_tokens / (time.perf_counter() - start):.0f}")
+            if preemption.requested and first + batch_size < len(prompts):
+                raise checkpoint.StoppedBySignal(
+                    f"generate stopped by {preemption.received.name} after {first + len(batch)} of {len(prompts)} "
+                    f"prompts, written to {output_path}; the same command continues it")
     return output_path

@@ -16,6 +16,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from r1jax.data import records
 from r1jax.modes import MODES
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally ':variant'.",
@@ -42,18 +43,6 @@ def default_workdir(config_file: str) -> str:
     return os.path.join("workdir", "_".join([os.path.splitext(name)[0], *filter(None, variant.split(","))]))
 
 
-def config_changes(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """`key: old -> new` for every field (dotted) whose value differs between two JSON configs."""
-    changes = []
-    for key in sorted(saved.keys() | current.keys()):
-        old, new = saved.get(key, "(none)"), current.get(key, "(none)")
-        if isinstance(old, dict) and isinstance(new, dict):
-            changes += config_changes(old, new, f"{prefix}{key}.")
-        elif old != new:
-            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
-    return changes
-
-
 def prepare_workdir(workdir: str, config_json: str, *, write: bool, allow_config_change: bool) -> str | None:
     """Creates `workdir` and saves the config there (if `write`); the problem if it cannot, or if the workdir
     holds a run of another config (unless `allow_config_change`): resuming it would mix two runs."""
@@ -61,7 +50,7 @@ def prepare_workdir(workdir: str, config_json: str, *, write: bool, allow_config
     try:
         if os.path.isfile(path) and not allow_config_change:
             with open(path) as f:
-                changes = config_changes(json.load(f), json.loads(config_json))
+                changes = records.json_changes(json.load(f), json.loads(config_json))
             if changes:
                 shown = "; ".join(changes[:_SHOWN_CHANGES]) + ("; ..." if len(changes) > _SHOWN_CHANGES else "")
                 return (f"--workdir {workdir} holds a run of another config ({shown}); give another --workdir, "
@@ -106,7 +95,11 @@ def main(argv: list[str]) -> None:
     if problem:
         print(f"r1jax: {problem}", file=sys.stderr)
         sys.exit(2)
-    result = importlib.import_module(MODES[config.mode]).run(config, workdir)
+    try:
+        result = importlib.import_module(MODES[config.mode]).run(config, workdir)
+    except checkpoint.StoppedBySignal as stopped:  # its progress is saved: the same command continues it
+        print(stopped, flush=True)
+        sys.exit(checkpoint.STOPPED_EXIT_CODE)
     records = result if isinstance(result, list) else [result]  # the pipeline's: one per stage
     if any(isinstance(record, dict) and record.get("stopped") for record in records):
         sys.exit(checkpoint.STOPPED_EXIT_CODE)

@@ -91,7 +91,8 @@ def stage_config(stage: Mapping[str, Any], names: Mapping[str, str]) -> ml_colle
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
     """Runs the unfinished stages in order; returns one record per stage (name, mode, seconds, workdir).
 
-    A stage stopped by a signal (it saved) ends the pipeline there, its record marked `stopped`.
+    A stage stopped by a signal (it saved) ends the pipeline there: a training stage's record is marked
+    `stopped`; a sampling stage (generate, distill) raises `checkpoint.StoppedBySignal`.
 
     `seconds` is wall time; `cpu_seconds` is this process's CPU time (all its threads), the fairer
     figure when other jobs share the machine.

@@ -2,13 +2,15 @@
 distillation's KL against numpy in float64."""
 
 import json
+import os
+import signal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from r1jax import distill, main, sampler, sft
+from r1jax import checkpoint, distill, main, sampler, sft
 from r1jax import model as model_lib
 from r1jax.config import ConfigError, distill_config, validate
 from r1jax.data import prompts
@@ -187,6 +189,34 @@ def test_sampled_completions_are_indexed_verified_and_filtered(data_dir, tmp_pat
     assert [(r["prompt_id"], r["sample"]) for r in records] == [(0, 2), (1, 0), (2, 2), (3, 2), (4, 2)]
     assert all(r["completion"] == _answer(examples[r["prompt_id"]]) for r in records)  # EOS dropped
     assert summary["teacher"] == records[0]["teacher"] == "tiny-qwen3 (random init, seed 0)"
+    # Another verifier setting filters the same samples again: nothing is sampled.
+    summary = distill.run(_config(data_dir, num_prompts=5, prompt_batch_size=2, keep="all"), str(tmp_path))
+    assert [len(c) for c in calls] == [2, 2, 1]
+    assert (summary["samples"], summary["kept"]) == (15, 6)
+
+
+def test_a_stopped_distillation_continues_to_the_samples_of_an_uninterrupted_one(data_dir, tmp_path, monkeypatch):
+    config = _config(data_dir, num_prompts=5, prompt_batch_size=2, keep="all")
+    whole = distill.run(config, str(tmp_path / "whole"))
+    calls, real_generate = [], sampler.generate
+
+    def generate_then_sigterm(*args, **kwargs):
+        calls.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the batch is sampled: it is finished and saved
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(sampler, "generate", generate_then_sigterm)
+    with pytest.raises(checkpoint.StoppedBySignal, match="distill stopped by SIGTERM after 2 of 5 prompts"):
+        distill.run(config, str(tmp_path / "stopped"))
+    monkeypatch.setattr(sampler, "generate", real_generate)
+    resumed = distill.run(config, str(tmp_path / "stopped"))
+    for name in (distill.SAMPLES_FILE, config.output_file):
+        assert (tmp_path / "stopped" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    assert {k: v for k, v in resumed.items() if k not in ("seconds", "output_file")} == \
+        {k: v for k, v in whole.items() if k not in ("seconds", "output_file")}
+    with pytest.raises(ValueError, match=r"holds part of a run of other settings \(sampling.temperature: 1.0 -> 0.7"):
+        distill.run(_config(data_dir, num_prompts=5, prompt_batch_size=2, **{"sampling.temperature": 0.7}),
+                    str(tmp_path / "stopped"))
 
 
 def test_a_real_teacher_samples_k_completions_of_each_prompt(data_dir, tmp_path):

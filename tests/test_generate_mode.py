@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,9 @@ from pathlib import Path
 import jax
 import pytest
 import tokenizers
+from interrupted import signal_once_exists
 
+from r1jax import checkpoint
 from r1jax import config as config_lib
 from r1jax import generate, hf, sampler
 from r1jax import model as model_lib
@@ -124,11 +128,50 @@ def test_output_file_in_a_new_folder(model_dir, prompts_file, tmp_path):
     assert len((tmp_path / "sub" / "out.jsonl").read_text().splitlines()) == len(PROMPTS)
 
 
-def test_command_line(model_dir, prompts_file, tmp_path):
-    """`python -m r1jax.main --config configs/generate.py ...` on one device."""
+def test_a_stopped_run_continues_to_the_output_of_an_uninterrupted_one(model_dir, tmp_path, monkeypatch):
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("\n".join(f"{p} {i}" for i, p in enumerate(PROMPTS * 3)) + "\n")  # 5 batches of 2
+    config = _config(model_dir, prompts_file, num_samples=2, top_p=0.9)
+    whole = Path(generate.run(config, str(tmp_path / "whole"))).read_bytes()
+
+    calls, real_generate = [], sampler.generate
+
+    def generate_then_sigterm(*args, **kwargs):
+        calls.append(1)
+        result = real_generate(*args, **kwargs)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler sends before it kills the job
+        return result
+
+    monkeypatch.setattr(sampler, "generate", generate_then_sigterm)
+    with pytest.raises(checkpoint.StoppedBySignal, match=r"generate stopped by SIGTERM after 4 of 9 prompts"):
+        generate.run(config, str(tmp_path / "stopped"))
+    assert len(calls) == 2
+    output = tmp_path / "stopped" / "completions.jsonl"
+    assert len(output.read_text().splitlines()) == 4 * 2
+    output.write_bytes(output.read_bytes() + b'{"prompt_index": 4, "sam')  # killed while writing batch 3
+    assert Path(generate.run(config, str(tmp_path / "stopped"))).read_bytes() == whole
+    assert len(calls) == 2 + 3  # the three batches left
+
+    with pytest.raises(ValueError, match=r"holds part of a run of other settings \(config.temperature: 1.0 -> 0.5\)"):
+        generate.run(_config(model_dir, prompts_file, num_samples=2, top_p=0.9, temperature=0.5),
+                     str(tmp_path / "stopped"))
+
+
+def test_command_line_stops_on_sigterm_with_exit_code_75_and_continues(model_dir, tmp_path):
+    """`python -m r1jax.main --config configs/generate.py ...` on one device, stopped and run again."""
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("".join(f"{i} + {i} =\n" for i in range(60)))
     command = [sys.executable, "-m", "r1jax.main", "--config", str(REPO / "configs/generate.py:greedy"),
                f"--config.model.checkpoint={model_dir}", f"--config.prompts_file={prompts_file}",
-               "--config.max_new_tokens=4", f"--workdir={tmp_path}"]
+               "--config.max_new_tokens=4", "--config.prompt_batch_size=1", f"--workdir={tmp_path}"]
     env = {"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    stopped = signal_once_exists(command, tmp_path / "completions.jsonl.progress", cwd=REPO, env=env,
+                                 sig=signal.SIGTERM)
+    assert stopped.returncode == checkpoint.STOPPED_EXIT_CODE, stopped.stdout[-2000:]
+    assert "generate stopped by SIGTERM after" in stopped.stdout and "the same command continues it" in stopped.stdout
+    done = len((tmp_path / "completions.jsonl").read_text().splitlines())
+    assert 0 < done < 60
     subprocess.run(command, check=True, cwd=REPO, env=env, capture_output=True, timeout=300)
-    assert len((tmp_path / "completions.jsonl").read_text().splitlines()) == len(PROMPTS)
+    lines = [json.loads(line) for line in (tmp_path / "completions.jsonl").read_text().splitlines()]
+    assert [r["prompt_index"] for r in lines] == list(range(60))

@@ -83,3 +83,64 @@ def write_records(path: str, records: Iterable[Mapping[str, Any]]) -> int:
     else:
         os.replace(partial, path)
     return count
+
+
+def json_changes(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """`key: old -> new` for every field (dotted) whose value differs between two JSON objects."""
+    changes = []
+    for key in sorted(saved.keys() | current.keys()):
+        old, new = saved.get(key, "(none)"), current.get(key, "(none)")
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += json_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changes
+
+
+class ResumableWriter:
+    """JSON lines written a batch at a time, which a stopped run continues after its last whole batch.
+
+    After each batch the lines are synced to disk and `<path>.progress` (written beside, then renamed)
+    records the batches done, the file's size then, and `signature`: what the batches were made from
+    (settings, a hash of the inputs). Opening the file again cuts off anything past that size (a batch the
+    process died writing) and counts those batches as done; a file without a progress file starts over.
+    A different signature raises ValueError: continuing would mix two runs in one file.
+    """
+
+    def __init__(self, path: str, signature: Mapping[str, Any]):
+        self.path = path
+        self._progress_path = path + ".progress"
+        self._signature = json.loads(json.dumps(signature))  # as it reads back from the progress file
+        self.batches_done, size = 0, 0
+        if os.path.isfile(self._progress_path) and os.path.isfile(path):
+            with open(self._progress_path, encoding="utf-8") as f:
+                progress = json.load(f)
+            changes = json_changes(progress["signature"], self._signature)
+            if changes:
+                raise ValueError(f"{path} holds part of a run of other settings ({'; '.join(changes[:5])}); "
+                                 f"delete it and {self._progress_path} to start again, or use another workdir")
+            self.batches_done, size = progress["batches"], progress["bytes"]
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._file = open(path, "r+b" if size else "wb")
+        self._file.truncate(size)
+        self._file.seek(size)
+
+    def write_batch(self, batch: Iterable[Mapping[str, Any]]) -> None:
+        """Appends a batch's records and records it as done once they are on disk."""
+        self._file.write(b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in batch))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.batches_done += 1
+        partial = self._progress_path + ".partial"
+        with open(partial, "w", encoding="utf-8") as f:
+            json.dump(dict(batches=self.batches_done, bytes=self._file.tell(), signature=self._signature), f)
+        os.replace(partial, self._progress_path)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> ResumableWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
