@@ -22,6 +22,11 @@ Methods (`methods`, any of):
   `budget_forcing.budgets`, decoding at `budget_forcing.temperature` (0: greedy, so the greedy row is
   budget forcing off). A prompt that does not end with `think_open` gets it appended.
 
+The greedy and sampling completions go to `<workdir>/samples/{greedy,sampling}.jsonl` a batch of problems at a
+time (`records.ResumableWriter`): a run stopped by SIGTERM (exit code 75) or killed continues from the last
+whole batch, and a rerun reads finished methods' samples instead of sampling again (beam search and budget
+forcing run again whole). Other settings or problems are refused in that workdir.
+
 Per method the report holds its settings and rows of accuracy, samples per problem and generated tokens per
 problem: N x the mean sample length at a curve's point; width x the longest returned beam for beam search
 (the rows the decode loop ran, for as long as it ran); thinking, close, answer opening and answer for
@@ -31,6 +36,7 @@ budget forcing.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -46,9 +52,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 
 from r1jax import config as config_lib
-from r1jax import distributed, evaluate, runtime, sampler, scaling, sharding
+from r1jax import checkpoint, distributed, evaluate, runtime, sampler, scaling, sharding
 from r1jax.config import ConfigError, validate_countdown_data, validate_tokenizer
-from r1jax.data import benchmarks, prompts, tasks
+from r1jax.data import benchmarks, prompts, records, tasks
 from r1jax.model import ModelConfig, Params
 from r1jax.rewards.registry import RewardSet, RewardSpec, resolve
 from r1jax.tokenizer import Tokenizer
@@ -225,12 +231,16 @@ Results = dict[str, dict[str, Any]]  # method name -> {"config": settings, "rows
 class Evaluator:
     """A model, its tokenizer and the problems; one method per public method, each returning `Results`.
 
-    Call the methods inside `sharding.use_mesh(mesh, rules)` with params on that mesh.
+    Call the methods inside `sharding.use_mesh(mesh, rules)` with params on that mesh. Sampled completions
+    are kept in `samples_dir`; with `preemption`, a signal stops a method before its next batch.
     """
 
     def __init__(self, config: ml_collections.ConfigDict, model_config: ModelConfig, params: Params,
-                 tokenizer: Tokenizer, examples: Sequence[Mapping[str, Any]], prompt_texts: Sequence[str]):
+                 tokenizer: Tokenizer, examples: Sequence[Mapping[str, Any]], prompt_texts: Sequence[str],
+                 samples_dir: str, preemption: checkpoint.PreemptionGuard | None = None):
         self.config = config
+        self.samples_dir = samples_dir
+        self.preemption = preemption
         self.model_config = model_config
         self.params = params
         self.tokenizer = tokenizer
@@ -250,12 +260,21 @@ class Evaluator:
 
     # -- shared pieces ----------------------------------------------------------------------
 
-    def _batches(self, desc: str, prompts: Sequence[Sequence[int]] | None = None
-                 ) -> Iterator[Sequence[Sequence[int]]]:
+    def _batches(self, desc: str, prompts: Sequence[Sequence[int]] | None = None, first_batch: int = 0,
+                 saved_in: str = "") -> Iterator[Sequence[Sequence[int]]]:
+        """The prompts a batch at a time from batch `first_batch`; raises StoppedBySignal before a batch
+        once a signal came (`saved_in`: where the batches done are kept)."""
         prompts = self.prompts if prompts is None else prompts
         size = self.config.prompt_batch_size
-        with tqdm.tqdm(total=len(prompts), unit="problem", desc=desc) as progress:
-            for first in range(0, len(prompts), size):
+        with tqdm.tqdm(total=len(prompts), initial=min(first_batch * size, len(prompts)), unit="problem",
+                       desc=desc) as progress:
+            for first in range(first_batch * size, len(prompts), size):
+                if self.preemption is not None and self.preemption.requested:
+                    then = (f"{saved_in} holds them; the same command continues it" if saved_in
+                            else "the same command runs it again")
+                    raise checkpoint.StoppedBySignal(
+                        f"evaluate stopped by {self.preemption.received.name} in {desc} after {first} of "
+                        f"{len(prompts)} problems; {then}")
                 yield prompts[first:first + size]
                 progress.update(len(prompts[first:first + size]))
 
@@ -268,28 +287,36 @@ class Evaluator:
         scores = self.accuracy.score_batch(texts, examples).total
         return np.array([evaluate.is_correct(score) for score in scores])
 
-    def _sample(self, num_samples: int, temperature: float, top_p: float, top_k: int,
+    def _sample(self, method: str, num_samples: int, temperature: float, top_p: float, top_k: int,
                 desc: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Texts, lengths and mean token log-probs of `num_samples` completions per problem, problem-major."""
-        texts, lengths, mean_logprobs = [], [], []
-        key = jax.random.key(self.config.seed)
-        for index, batch in enumerate(self._batches(desc)):
-            result = sampler.generate(
-                self.model_config, self.params, batch, max_new_tokens=self.config.max_new_tokens,
-                num_samples=num_samples, temperature=temperature, top_p=top_p, top_k=top_k, eos_ids=self.eos_ids,
-                stop_strings=tuple(self.config.stop_strings), tokenizer=self.tokenizer,
-                seed=jax.random.fold_in(key, index), max_prompt_len=self.config.max_prompt_len or None,
-                pad_id=self.pad_id)
-            for tokens, length, logprobs in zip(result.tokens, result.lengths, result.logprobs):
-                texts.append(self._text(tokens[:length]))
-                mean_logprobs.append(float(np.mean(logprobs[:length])))
-            lengths.append(result.lengths)
-        return texts, np.concatenate(lengths), np.array(mean_logprobs)
+        """Texts, lengths and mean token log-probs of `num_samples` completions per problem, problem-major,
+        continuing the batches already in `<samples_dir>/<method>.jsonl`."""
+        c = self.config
+        prompts_sha256 = hashlib.sha256(json.dumps(self.prompts).encode()).hexdigest()
+        signature = dict(model=c.model.to_dict(), prompts_sha256=prompts_sha256, num_samples=num_samples,
+                         temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=c.max_new_tokens, max_prompt_len=c.max_prompt_len,
+                         stop_strings=list(c.stop_strings), prompt_batch_size=c.prompt_batch_size, seed=c.seed)
+        path = os.path.join(self.samples_dir, f"{method}.jsonl")
+        key = jax.random.key(c.seed)
+        with records.ResumableWriter(path, signature) as out:
+            batches = self._batches(desc, first_batch=out.batches_done, saved_in=path)
+            for index, batch in enumerate(batches, start=out.batches_done):
+                result = sampler.generate(
+                    self.model_config, self.params, batch, max_new_tokens=c.max_new_tokens, num_samples=num_samples,
+                    temperature=temperature, top_p=top_p, top_k=top_k, eos_ids=self.eos_ids,
+                    stop_strings=tuple(c.stop_strings), tokenizer=self.tokenizer, seed=jax.random.fold_in(key, index),
+                    max_prompt_len=c.max_prompt_len or None, pad_id=self.pad_id)
+                out.write_batch(dict(text=self._text(tokens[:length]), length=int(length),
+                                     mean_logprob=float(np.mean(logprobs[:length])))
+                                for tokens, length, logprobs in zip(result.tokens, result.lengths, result.logprobs))
+        samples = [r for _, r in records.read_records(path, what="samples")] if out.batches_done else []
+        return ([r["text"] for r in samples], np.array([r["length"] for r in samples], np.int32),
+                np.array([r["mean_logprob"] for r in samples], np.float64))
 
     # -- methods ----------------------------------------------------------------------------
 
     def greedy(self) -> Results:
-        texts, lengths, _ = self._sample(1, 0.0, 1.0, 0, "greedy")
+        texts, lengths, _ = self._sample("greedy", 1, 0.0, 1.0, 0, "greedy")
         rows = [dict(accuracy=float(self._correct(texts, self.examples).mean()), samples_per_question=1,
                      tokens_per_question=float(lengths.mean()))]
         return {"greedy": dict(config=dict(temperature=0.0, max_new_tokens=self.config.max_new_tokens), rows=rows)}
@@ -297,7 +324,8 @@ class Evaluator:
     def sampling(self) -> Results:
         s = self.config.sampling
         n, num_questions = s.num_samples, len(self.examples)
-        texts, lengths, mean_logprobs = self._sample(n, s.temperature, s.top_p, s.top_k, f"sampling x{n}")
+        texts, lengths, mean_logprobs = self._sample("sampling", n, s.temperature, s.top_p, s.top_k,
+                                                     f"sampling x{n}")
         row_examples = [e for e in self.examples for _ in range(n)]
         correct_QxN = self._correct(texts, row_examples).reshape(num_questions, n)
         _, verifier = self.verifier.score_batch(texts, row_examples, lengths=lengths.tolist()).as_arrays()
@@ -459,10 +487,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                          f"{model_config.vocab_size}; use the model's tokenizer")
     examples, prompt_texts = load_problems(config.data, tokenizer, workdir)
-    evaluator = Evaluator(config, model_config, params, tokenizer, examples, prompt_texts)
     report: dict[str, Any] = dict(task=config.data.name, model=config.model.checkpoint or config.model.name,
                                   num_questions=len(examples), seed=config.seed, methods={}, seconds={})
-    with sharding.use_mesh(mesh, rules):
+    with sharding.use_mesh(mesh, rules), checkpoint.PreemptionGuard() as preemption:
+        evaluator = Evaluator(config, model_config, params, tokenizer, examples, prompt_texts,
+                              os.path.join(workdir, "samples"), preemption)
         for method in config.methods:
             start = time.perf_counter()
             report["methods"].update(getattr(evaluator, method)())

@@ -5,7 +5,9 @@ import functools
 import importlib.util
 import itertools
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 
+from r1jax import checkpoint
 from r1jax import config as config_lib
 from r1jax import evaluate, evaluate_mode, hf, sampler
 from r1jax import model as model_lib
@@ -123,7 +126,7 @@ def test_sampling_curves_equal_enumerating_every_subset(task_name, char_tokenize
         examples, texts = evaluate_mode.load_problems(config.data, char_tokenizer, str(tmp_path))
         scripts = GSM8K_SCRIPTS
     monkeypatch.setattr(sampler, "generate", _fake_generate(char_tokenizer, dict(zip(texts, scripts))))
-    evaluator = evaluate_mode.Evaluator(config, None, None, char_tokenizer, examples, texts)
+    evaluator = evaluate_mode.Evaluator(config, None, None, char_tokenizer, examples, texts, str(tmp_path / "s"))
     results = evaluator.sampling()
 
     task = evaluate_mode.EVAL_TASKS[task_name]
@@ -144,7 +147,7 @@ def test_verifier_that_needs_fields_the_task_lacks_fails_before_sampling(char_to
     config.verifier = [dict(name="math")]  # reads `answer`; Countdown problems have nums and target
     examples = [e for e, _ in COUNTDOWN_PROBLEMS]
     with pytest.raises(ValueError, match="config.verifier: reward 'math' needs 'answer'"):
-        evaluate_mode.Evaluator(config, None, None, char_tokenizer, examples, ["x"] * len(examples))
+        evaluate_mode.Evaluator(config, None, None, char_tokenizer, examples, ["x"] * len(examples), "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,6 +204,30 @@ def test_run_rows_are_consistent(report):
     assert 0 <= forced["waits"] and forced["thinking_tokens"] <= 6
     # The thinking, "</think>", "\n" "<answer>" and up to 8 answer tokens.
     assert forced["tokens_per_question"] <= 6 + 3 + 8
+
+
+def test_a_stopped_evaluation_continues_to_the_report_of_an_uninterrupted_one(model_dir, tmp_path, monkeypatch):
+    config = _eval_config(**{"model.checkpoint": str(model_dir), "max_new_tokens": 8, "prompt_batch_size": 4,
+                             "methods": ("greedy", "sampling", "beam_search")})
+    whole = evaluate_mode.run(config, str(tmp_path / "whole"))
+    calls, real_generate = [], sampler.generate
+
+    def generate_then_sigterm(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the first batch of the sampling method (greedy took two)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(sampler, "generate", generate_then_sigterm)
+    with pytest.raises(checkpoint.StoppedBySignal, match=r"evaluate stopped by SIGTERM in sampling x4 after 4 of 8 "
+                                                         r"problems; .*sampling.jsonl holds them"):
+        evaluate_mode.run(config, str(tmp_path / "stopped"))
+    greedy_samples = (tmp_path / "stopped" / "samples" / "greedy.jsonl").read_bytes()
+    calls.clear()
+    resumed = evaluate_mode.run(config, str(tmp_path / "stopped"))
+    assert len(calls) == 1  # the second sampling batch; greedy's samples are read back
+    assert (tmp_path / "stopped" / "samples" / "greedy.jsonl").read_bytes() == greedy_samples
+    assert resumed["methods"] == whole["methods"]
 
 
 def test_command_line_knows_the_mode_and_names_a_bad_key(model_dir, tmp_path):
