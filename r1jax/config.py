@@ -149,7 +149,8 @@ def grpo_config() -> ml_collections.ConfigDict:
         mask_truncated=False,
     ))
     config.pretrain = pretrain.pretrain_config()
-    config.rewards = [dict(name="countdown", weight=1.0)]
+    # A tuple, which the command line can replace: --config.rewards="({'name': 'math', 'weight': 1.0},)".
+    config.rewards = (dict(name="countdown", weight=1.0),)
     config.accuracy_reward = "countdown"  # a reward key; accuracy = share of scores >= accuracy_threshold
     config.accuracy_threshold = 1.0
     config.eval = ml_collections.ConfigDict(dict(every=10, num_examples=256, batch_size=64))
@@ -219,7 +220,7 @@ def distill_config() -> ml_collections.ConfigDict:
     ))
     # The verifier: every reward is computed and recorded; a sample is correct when the score of
     # `accuracy_reward` is at least `accuracy_threshold`.
-    config.rewards = [dict(name="countdown", weight=1.0)]
+    config.rewards = (dict(name="countdown", weight=1.0),)
     config.accuracy_reward = "countdown"
     config.accuracy_threshold = 1.0
     config.keep = "all"  # correct samples kept per prompt: 'all', 'first' or 'shortest'

@@ -94,7 +94,7 @@ def eval_config() -> ml_collections.ConfigDict:
     config.max_prompt_len = 0  # 0: the model's positions minus max_new_tokens
     config.stop_strings = ("</answer>",)
     config.prompt_batch_size = 16  # prompts per sampler call; each brings num_samples (or width) rows
-    config.verifier = [dict(name="countdown", weight=1.0)]  # best-of-N's ranking, reward entries as in GRPO
+    config.verifier = (dict(name="countdown", weight=1.0),)  # best-of-N's ranking, reward entries as in GRPO
     config.sampling = ml_collections.ConfigDict(dict(
         num_samples=64, temperature=evaluate.R1_EVAL_TEMPERATURE, top_p=evaluate.R1_EVAL_TOP_P, top_k=0,
         num_subsets=1000,  # maj@N: random N-subsets per point where there are more (exact below)
@@ -131,7 +131,7 @@ def math_benchmark_config(benchmark: str, *, max_new_tokens: int, prompt_batch_s
     config.max_new_tokens = max_new_tokens
     config.stop_strings = ()  # the chat template's end-of-turn token (an EOS) ends a completion
     config.prompt_batch_size = prompt_batch_size
-    config.verifier = [dict(name="math", weight=1.0)]
+    config.verifier = (dict(name="math", weight=1.0),)
     config.sampling.update(num_samples=num_samples)
     config.beam_search.update(widths=(4,))
     # s1's answer prompt; the math reward reads what follows "Answer:" when there is no \boxed{}.

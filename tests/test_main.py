@@ -103,6 +103,16 @@ def test_cli_rejects_an_unknown_override_in_one_line_with_exit_code_2(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_the_rewards_can_be_replaced_on_the_command_line(tmp_path):
+    """The list is a tuple in the defaults, which config_flags parses from a Python literal."""
+    result = _run_cli("--config", os.path.join(REPO, "configs", "countdown_tiny.py"), "--workdir", str(tmp_path / "run"),
+                      "--config.rewards=({'name': 'countdown', 'weight': 1.0}, {'name': 'format_tag', 'weight': 0.1})",
+                      cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("r1jax: config.rewards[1]: unknown reward 'format_tag'")
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_rejects_a_missing_config_file_and_an_unknown_variant_in_one_line(tmp_path):
     missing = _run_cli("--config", "configs/no_such.py", "--workdir", str(tmp_path / "run"), cwd=REPO)
     assert (missing.returncode, missing.stderr.strip()) == (2, "r1jax: --config: 'configs/no_such.py' is not a file")
@@ -176,6 +186,7 @@ def _countdown_config(**changes):
     (dict(grpo__importance_level="word"), "config.grpo.importance_level"),
     (dict(rewards=[dict(name="no_such_reward")]), "config.rewards[0]"),
     (dict(rewards=[dict(name="countdown", weigth=1.0)]), "config.rewards[0]"),
+    (dict(rewards=["countdown"]), "config.rewards[0]"),
     (dict(accuracy_reward="math"), "config.accuracy_reward"),
     (dict(tokenizer=""), "config.tokenizer"),
     (dict(tokenizer="/no/such/tokenizer.json"), "config.tokenizer"),

@@ -71,6 +71,8 @@ def test_config_errors() -> None:
         RewardSet([{"name": "no_such_reward"}])
     with pytest.raises(ValueError, match="unknown reward config keys"):
         RewardSet([{"name": "math", "wieght": 2}])
+    with pytest.raises(ValueError, match="^the str 'math' is not a reward entry; give a dict such as"):
+        RewardSet(["math"])  # what `--config.rewards=math` gives
     with pytest.raises(TypeError, match="no parameters"):
         RewardSet([{"name": "math", "kwargs": {"tolerance": 1}}])
     with pytest.raises(KeyError, match="needs 'answer'"):

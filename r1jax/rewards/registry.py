@@ -88,6 +88,9 @@ class RewardSpec:
     def from_config(cls, entry: RewardSpec | Mapping[str, Any]) -> RewardSpec:
         if isinstance(entry, RewardSpec):
             return entry
+        if not isinstance(entry, Mapping):  # e.g. a bare name from the command line
+            raise ValueError(f"the {type(entry).__name__} {entry!r} is not a reward entry; give a dict such as "
+                             "{'name': 'countdown', 'weight': 1.0}")
         unknown = set(entry) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown reward config keys {sorted(unknown)} in {dict(entry)}")
