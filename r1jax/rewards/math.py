@@ -14,7 +14,8 @@ by value, not by sympy simplification:
   * tuples and intervals compare item by item with their brackets, sets (`\\{...\\}`, `\\cup`,
     top-level comma lists, `\\pm`) ignore order; `x = 3` against `3` compares the assigned value;
   * LaTeX spacing, `\\left`/`\\right`, `$`, degrees and `\\text{...}` units are ignored; answers
-    that are words (`\\text{Monday}`) compare as case-folded text.
+    that are words (`\\text{Monday}`) compare as case-folded text; a scale word after a number
+    multiplies it (`5 million`); `a:b` (a ratio, a time) is the pair `(a, b)`, so `6:8` is not `3:4`.
 
 Every check is bounded without signals or subprocesses, so it works from any thread: answers longer
 than MAX_ANSWER_CHARS or nested deeper than MAX_NESTING are rejected, exact integers are capped at
@@ -31,7 +32,7 @@ import numbers
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from fractions import Fraction
 
@@ -247,12 +248,24 @@ def _parse_bounded(answer: str) -> Node | None:
         return None
 
 
+_SCALE_WORDS = {"thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12}
+# "3:4" (a ratio, a time) is read as the pair (3, 4): equal to "3 : 4", not to "6:8" or 3/4.
+_PAIR_WITH_COLON = re.compile(r"([^:{}()\[\]]+):([^:{}()\[\]]+)")
+
+
+def _scale(words: Sequence[str]) -> str:
+    """`*10^k` when the first word after a number is a scale ("5 million"), else nothing."""
+    scale = _SCALE_WORDS.get(words[0].rstrip(".").lower()) if words else None
+    return f"*{scale}" if scale else ""
+
+
 def _text_outside_math(match: re.Match[str]) -> str:
-    """`\text{...}` inside math holds units ("5\text{ cm}", dropped) or joins answers ("1\text{ and }2")."""
+    """`\text{...}` inside math holds units ("5\text{ cm}", dropped), a scale ("5\text{ million}") or joins
+    answers ("1\text{ and }2")."""
     words = match[1].split()
     if "or" in words:
         raise _Unparseable("a hedged answer such as 3 \\text{ or } 5")
-    return "," if words == ["and"] else " "
+    return "," if words == ["and"] else _scale(words) + " "
 
 
 def _normalize(answer: str) -> str:
@@ -271,7 +284,10 @@ def _normalize(answer: str) -> str:
     text = _BARE_FUNCTION.sub(lambda match: "\\" + ("infty" if match[1].startswith("inf") else match[1]), text)
     text = text.strip().rstrip(".").strip()
     number_with_unit = _NUMBER_THEN_WORDS.fullmatch(text)
-    return number_with_unit[1] if number_with_unit else text
+    if number_with_unit:
+        return number_with_unit[1] + _scale(text[number_with_unit.end(1):].split())
+    pair = _PAIR_WITH_COLON.fullmatch(text)
+    return f"({pair[1]},{pair[2]})" if pair else text
 
 
 # --------------------------------------------------------------------------- tokens
