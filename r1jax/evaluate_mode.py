@@ -294,8 +294,9 @@ class Evaluator:
         c = self.config
         prompts_sha256 = hashlib.sha256(json.dumps(self.prompts).encode()).hexdigest()
         signature = dict(model=c.model.to_dict(), prompts_sha256=prompts_sha256, num_samples=num_samples,
-                         temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=c.max_new_tokens, max_prompt_len=c.max_prompt_len,
-                         stop_strings=list(c.stop_strings), prompt_batch_size=c.prompt_batch_size, seed=c.seed)
+                         temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=c.max_new_tokens,
+                         max_prompt_len=c.max_prompt_len, stop_strings=list(c.stop_strings),
+                         prompt_batch_size=c.prompt_batch_size, seed=c.seed)
         path = os.path.join(self.samples_dir, f"{method}.jsonl")
         key = jax.random.key(c.seed)
         with records.ResumableWriter(path, signature) as out:
