@@ -63,13 +63,16 @@ def test_a_writer_stopped_anywhere_continues_to_the_file_of_an_uninterrupted_run
     assert path.read_bytes() == whole.read_bytes()
 
 
-def test_a_writer_refuses_to_continue_a_file_of_other_settings_and_starts_over_without_progress(tmp_path):
+def test_a_writer_refuses_other_settings_and_a_cut_file_and_starts_over_without_progress(tmp_path):
     path = tmp_path / "out.jsonl"
     with records.ResumableWriter(str(path), {"config": {"temperature": 1.0, "seed": 0}}) as out:
         out.write_batch([{"a": 1}])
     with pytest.raises(ValueError, match=r"holds part of a run of other settings \(config.temperature: 1.0 -> 0.5\); "
                                          r"delete it and .*out.jsonl.progress"):
         records.ResumableWriter(str(path), {"config": {"temperature": 0.5, "seed": 0}})
+    path.write_text("")
+    with pytest.raises(ValueError, match=r"out.jsonl is shorter than the 9 bytes .*out.jsonl.progress records"):
+        records.ResumableWriter(str(path), {"config": {"temperature": 1.0, "seed": 0}})
     (tmp_path / "out.jsonl.progress").unlink()
     with records.ResumableWriter(str(path), {"config": {"temperature": 0.5, "seed": 0}}) as out:
         assert out.batches_done == 0

@@ -120,6 +120,9 @@ class ResumableWriter:
                 raise ValueError(f"{path} holds part of a run of other settings ({'; '.join(changes[:5])}); "
                                  f"delete it and {self._progress_path} to start again, or use another workdir")
             self.batches_done, size = progress["batches"], progress["bytes"]
+            if os.path.getsize(path) < size:  # truncating up would pad the file with zero bytes
+                raise ValueError(f"{path} is shorter than the {size} bytes {self._progress_path} records; "
+                                 "delete both to start again")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._file = open(path, "r+b" if size else "wb")
         self._file.truncate(size)
