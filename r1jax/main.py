@@ -100,8 +100,8 @@ def main(argv: list[str]) -> None:
     except checkpoint.StoppedBySignal as stopped:  # its progress is saved: the same command continues it
         print(stopped, flush=True)
         sys.exit(checkpoint.STOPPED_EXIT_CODE)
-    records = result if isinstance(result, list) else [result]  # the pipeline's: one per stage
-    if any(isinstance(record, dict) and record.get("stopped") for record in records):
+    summaries = result if isinstance(result, list) else [result]  # the pipeline's: one per stage
+    if any(isinstance(summary, dict) and summary.get("stopped") for summary in summaries):
         sys.exit(checkpoint.STOPPED_EXIT_CODE)
 
 
