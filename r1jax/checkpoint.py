@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -186,3 +186,20 @@ class PreemptionGuard:
             # None means the old handler was installed outside Python; the default is the closest.
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
+
+
+def batch_starts(total: int, batch_size: int, *, first_batch: int = 0, preemption: PreemptionGuard | None = None,
+                 what: str, unit: str, saved_in: str = "") -> Iterator[int]:
+    """The first index of every batch of `total` items from batch `first_batch` on, for loops that keep their
+    progress a batch at a time (generate, distill, evaluate).
+
+    Before a batch, once `preemption` has seen a signal, raises StoppedBySignal saying how far `what` got
+    and where the batches done are kept (`saved_in`), or that the same command starts it again.
+    """
+    for first in range(first_batch * batch_size, total, batch_size):
+        if preemption is not None and preemption.requested:
+            then = (f"{saved_in} holds them; the same command continues it" if saved_in
+                    else "the same command runs it again")
+            raise StoppedBySignal(f"{what} stopped by {preemption.received.name} after {first} of {total} {unit}; "
+                                  f"{then}")
+        yield first

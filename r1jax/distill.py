@@ -161,7 +161,9 @@ def _sample(config: ml_collections.ConfigDict, tokenizer: Tokenizer, task: tasks
             tqdm.tqdm(total=len(examples), unit="prompt", desc="distill") as progress:
         progress.update(min(out.batches_done * batch_size, len(examples)))
         params = None
-        for first in range(out.batches_done * batch_size, len(examples), batch_size):
+        for first in checkpoint.batch_starts(len(examples), batch_size, first_batch=out.batches_done,
+                                             preemption=preemption, what="distill", unit="prompts",
+                                             saved_in=samples_path):
             if params is None:
                 params = sampler.per_layer_params(runtime.load_or_init_params(config, model_config, mesh, rules))
             prompts = [task.render_prompt(e) for e in examples[first:first + batch_size]]
@@ -178,10 +180,6 @@ def _sample(config: ml_collections.ConfigDict, tokenizer: Tokenizer, task: tasks
                                                           teacher)))
             out.write_batch(batch)
             progress.update(len(prompts))
-            if preemption.requested and first + batch_size < len(examples):
-                raise checkpoint.StoppedBySignal(
-                    f"distill stopped by {preemption.received.name} after {first + len(prompts)} of "
-                    f"{len(examples)} prompts, samples in {samples_path}; the same command continues it")
     if not out.batches_done:  # no prompts
         return []
     return [Candidate(**record) for _, record in records.read_records(samples_path, what="samples")]

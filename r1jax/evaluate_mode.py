@@ -268,13 +268,9 @@ class Evaluator:
         size = self.config.prompt_batch_size
         with tqdm.tqdm(total=len(prompts), initial=min(first_batch * size, len(prompts)), unit="problem",
                        desc=desc) as progress:
-            for first in range(first_batch * size, len(prompts), size):
-                if self.preemption is not None and self.preemption.requested:
-                    then = (f"{saved_in} holds them; the same command continues it" if saved_in
-                            else "the same command runs it again")
-                    raise checkpoint.StoppedBySignal(
-                        f"evaluate stopped by {self.preemption.received.name} in {desc} after {first} of "
-                        f"{len(prompts)} problems; {then}")
+            for first in checkpoint.batch_starts(len(prompts), size, first_batch=first_batch,
+                                                 preemption=self.preemption, what=f"evaluate ({desc})",
+                                                 unit="problems", saved_in=saved_in):
                 yield prompts[first:first + size]
                 progress.update(len(prompts[first:first + size]))
 

@@ -93,7 +93,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
             checkpoint.PreemptionGuard() as preemption, \
             tqdm.tqdm(total=len(prompts), unit="prompt", desc="generate") as progress:
         progress.update(min(out.batches_done * batch_size, len(prompts)))
-        for first in range(out.batches_done * batch_size, len(prompts), batch_size):
+        for first in checkpoint.batch_starts(len(prompts), batch_size, first_batch=out.batches_done,
+                                             preemption=preemption, what="generate", unit="prompts",
+                                             saved_in=output_path):
             batch = encoded[first:first + batch_size]
             result = sampler.generate(model_config, params, batch, seed=jax.random.fold_in(key, first), **request)
             samples = []
@@ -113,8 +115,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
             generated_tokens += int(result.lengths.sum())
             progress.update(len(batch))
             progress.set_postfix(tokens_per_s=f"{generated_tokens / (time.perf_counter() - start):.0f}")
-            if preemption.requested and first + batch_size < len(prompts):
-                raise checkpoint.StoppedBySignal(
-                    f"generate stopped by {preemption.received.name} after {first + len(batch)} of {len(prompts)} "
-                    f"prompts, written to {output_path}; the same command continues it")
     return output_path

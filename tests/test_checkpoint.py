@@ -15,7 +15,7 @@ from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from r1jax import model as model_lib
 from r1jax import sharding as sharding_lib
-from r1jax.checkpoint import Checkpointer, PreemptionGuard
+from r1jax.checkpoint import Checkpointer, PreemptionGuard, StoppedBySignal, batch_starts
 
 CONFIG = model_lib.get_model_config("tiny-qwen3")
 OPTIMIZER = optax.adamw(1e-3, weight_decay=0.1)
@@ -215,3 +215,18 @@ def test_process_killed_during_async_save_leaves_previous_step_latest(tmp_path):
         assert ckpt.save(2, {"w": jnp.zeros((4, 3)), "rng": jax.random.key(2)}, {"step": 2})
         ckpt.wait_until_finished()
         assert ckpt.all_steps() == [1, 2]
+
+
+def test_batch_starts_continue_from_a_batch_and_stop_before_the_next_once_signalled():
+    assert list(batch_starts(10, 3, what="x", unit="items")) == [0, 3, 6, 9]
+    guard = PreemptionGuard()  # not entered: the flag is set by hand
+    starts = batch_starts(10, 3, first_batch=1, preemption=guard, what="x", unit="items", saved_in="f")
+    assert next(starts) == 3
+    guard.requested, guard.received = True, signal.SIGTERM
+    with pytest.raises(StoppedBySignal,
+                       match=r"^x stopped by SIGTERM after 6 of 10 items; f holds them; the same command continues it$"):
+        next(starts)
+    unsaved = batch_starts(10, 3, preemption=guard, what="y", unit="items")
+    with pytest.raises(StoppedBySignal, match=r"^y stopped by SIGTERM after 0 of 10 items; the same command "
+                                                         r"runs it again$"):
+        next(unsaved)

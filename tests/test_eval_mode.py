@@ -219,7 +219,7 @@ def test_a_stopped_evaluation_continues_to_the_report_of_an_uninterrupted_one(mo
         return real_generate(*args, **kwargs)
 
     monkeypatch.setattr(sampler, "generate", generate_then_sigterm)
-    with pytest.raises(checkpoint.StoppedBySignal, match=r"evaluate stopped by SIGTERM in sampling x4 after 4 of 8 "
+    with pytest.raises(checkpoint.StoppedBySignal, match=r"evaluate \(sampling x4\) stopped by SIGTERM after 4 of 8 "
                                                          r"problems; .*sampling.jsonl holds them"):
         evaluate_mode.run(config, str(tmp_path / "stopped"))
     greedy_samples = (tmp_path / "stopped" / "samples" / "greedy.jsonl").read_bytes()
