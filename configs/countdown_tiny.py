@@ -7,7 +7,7 @@
 The smallest Countdown (two numbers in 1..99, a target up to 100 reachable with + - * /), so that a
 0.8M-parameter model can learn the arithmetic on two CPU cores in minutes.
 
-Stage 0 (`pretrain`, about 9 minutes) trains the model from random weights on synthetic text
+Stage 0 (`pretrain`, 6-7 minutes) trains the model from random weights on synthetic text
 (`r1jax.data.synthetic`): for every training problem, traces of 1-4 distinct attempts written with their
 values ("57-16=41, 57+16=73") whose LAST attempt is the answer whether or not it hit the target, plus
 single-operation arithmetic drills. The base model so knows the format and the arithmetic but stops
