@@ -5,6 +5,7 @@
     python -m r1jax.main --config configs/distill_countdown_tiny.py --config.traces_file=outputs.jsonl \
         --workdir workdir/distill_other_model
     python -m r1jax.main --config configs/sft_countdown_tiny.py         # then: the student
+    python -m r1jax.main --config configs/distill_countdown_tiny.py:journey     # journeys of its own samples
 
 The teacher is the main job's exported policy (`workdir/countdown_tiny/hf_export`, with its character
 tokenizer; another with --config.model.checkpoint=DIR). Task, prompt and completion budget are
@@ -13,6 +14,10 @@ stop at "</answer>". Four samples per problem at temperature 1, verified by the 
 exact equation using both numbers); the first correct one of each problem is kept, in
 `workdir/distill_countdown_tiny/distill.jsonl`. With `traces_file`, another model's outputs
 (`prompt_id`, `completion` per line) are verified instead.
+
+Variant `journey` writes journey-learning data from the same kind of samples (`keep: 'journey'`): up to two
+of a problem's wrong samples, each followed by " Wait, that is wrong. ", then its first correct one. Its
+student: `configs/sft_countdown_tiny.py --config.data.train_file=workdir/distill_countdown_tiny_journey/distill.jsonl`.
 """
 
 import os
@@ -21,8 +26,8 @@ from r1jax.config import distill_config, load_config_file
 
 
 def get_config(arg: str | None = None):
-    if arg:
-        raise ValueError(f"unknown variant {arg!r} of configs/distill_countdown_tiny.py; it has none")
+    if arg not in (None, "", "journey"):
+        raise ValueError(f"unknown variant {arg!r} of configs/distill_countdown_tiny.py; the only one is 'journey'")
     teacher_run = load_config_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "countdown_tiny.py"))
     config = distill_config()
     config.model.update(name="tiny", checkpoint="workdir/countdown_tiny/hf_export")  # name: the architecture
@@ -33,4 +38,7 @@ def get_config(arg: str | None = None):
     config.rewards = [dict(name="countdown", weight=1.0)]
     config.accuracy_reward = "countdown"
     config.keep = "first"
+    if arg == "journey":
+        config.keep = "journey"
+        config.journey.update(min_wrong=0, max_wrong=2, transition=" Wait, that is wrong. ")
     return config

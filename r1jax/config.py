@@ -223,7 +223,11 @@ def distill_config() -> ml_collections.ConfigDict:
     config.rewards = (dict(name="countdown", weight=1.0),)
     config.accuracy_reward = "countdown"
     config.accuracy_threshold = 1.0
-    config.keep = "all"  # correct samples kept per prompt: 'all', 'first' or 'shortest'
+    config.keep = "all"  # correct samples kept per prompt: 'all', 'first', 'shortest', or 'journey'
+    # keep='journey': wrong samples (how many: uniform in min_wrong..max_wrong) stitched before the first
+    # correct one, each followed by `transition` (r1jax/distill.py).
+    config.journey = ml_collections.ConfigDict(dict(
+        min_wrong=0, max_wrong=2, transition="\n\nWait, that is not right. Let me try again.\n\n"))
     # Another model's outputs to verify instead of sampling: JSON lines with `prompt_id` (an index into
     # `split`) and `completion`, optionally `prompt`, `sample` and `teacher`.
     config.traces_file = ""

@@ -12,13 +12,22 @@ its `accuracy_reward` score is at least `accuracy_threshold` and it finished (EO
 cut off by `max_new_tokens`). Per prompt, `keep` picks among the correct samples: 'all', 'first' (the
 lowest sample index) or 'shortest' (the fewest tokens, then the lowest index).
 
+`keep: 'journey'` writes journey-learning data instead (O1 Replication Journey): per solved prompt, a
+number of wrong samples drawn uniformly from `journey.min_wrong..max_wrong` (at most those there are:
+finished, judged below the threshold, distinct texts, picked at random in sample order), then the first
+correct sample, joined by `r1jax.data.journey.stitch` with `journey.transition`. The stitched text is
+scored again and kept only if the verifier still calls it correct. A prompt without wrong samples
+gets its correct sample alone, as does one drawn zero: mixing in plain solutions keeps a student from
+learning to reject every first attempt.
+
 With `traces_file`, another model's outputs go through the same filter instead of sampling: JSON lines
 with `prompt_id` (an index into the split's prompts) and `completion`; `prompt`, `sample` and `teacher`
 are kept when given (default: the task's prompt, the record's rank among its prompt's, the file).
 
 Output: `<workdir>/<output_file>`, one JSON line per kept sample, which `mode: sft` reads as it is:
 `prompt` and `completion`, and the provenance: `teacher`, `split`, `prompt_id`, `sample`, `reward` (the
-accuracy score), `rewards` (every score), `num_tokens`, `example` (the problem, e.g. nums and target).
+accuracy score), `rewards` (every score), `num_tokens`, `example` (the problem, e.g. nums and target);
+a journey adds `detour_samples`, the wrong samples it went through.
 `distill_summary.json` beside it counts samples, correct samples and solved prompts. The output file
 appears complete or not at all.
 
@@ -35,6 +44,7 @@ import collections
 import dataclasses
 import json
 import os
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -47,11 +57,11 @@ import tqdm
 from r1jax import checkpoint, runtime, sampler, sharding
 from r1jax.config import (ConfigError, validate_generation, validate_output_file, validate_rewards,
                           validate_task_data, validate_tokenizer)
-from r1jax.data import records, tasks
+from r1jax.data import journey, records, tasks
 from r1jax.rewards import RewardSet
 from r1jax.tokenizer import Tokenizer
 
-KEEP_POLICIES = ("all", "first", "shortest")
+KEEP_POLICIES = ("all", "first", "shortest", "journey")
 SPLITS = ("train", "test")
 SUMMARY_FILE = "distill_summary.json"
 SAMPLES_FILE = "distill_samples.jsonl"
@@ -87,6 +97,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          f"{config.traces_file!r} is not a file; point it at JSON lines with 'prompt_id' and 'completion', "
          "or set it to '' to sample from the teacher"),
         ("sampling.num_samples", s.num_samples > 0, f"{s.num_samples} must be positive"),
+        ("journey.min_wrong", 0 <= config.journey.min_wrong <= config.journey.max_wrong,
+         f"need 0 <= min_wrong <= max_wrong, got {config.journey.min_wrong}, {config.journey.max_wrong}"),
+        ("journey.transition", isinstance(config.journey.transition, str),
+         f"{config.journey.transition!r} must be a string"),
     ]
     for key, ok, message in checks:
         if not ok:
@@ -95,24 +109,46 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     validate_generation(s, "sampling.")
 
 
-def select(candidates: Sequence[Candidate], correct: Sequence[bool], keep: str) -> list[int]:
-    """Indices of the kept candidates, by prompt id then sample index (module docstring)."""
-    if keep not in KEEP_POLICIES:
-        raise ValueError(f"keep={keep!r} is not one of {KEEP_POLICIES}")
+def _by_prompt(candidates: Sequence[Candidate], chosen: Sequence[bool]) -> dict[int, list[int]]:
+    """Indices of the chosen candidates per prompt id, in sample order."""
     by_prompt: dict[int, list[int]] = collections.defaultdict(list)
-    for index, (candidate, ok) in enumerate(zip(candidates, correct, strict=True)):
+    for index, (candidate, ok) in enumerate(zip(candidates, chosen, strict=True)):
         if ok:
             by_prompt[candidate.prompt_id].append(index)
+    return {prompt_id: sorted(group, key=lambda i: candidates[i].sample) for prompt_id, group in by_prompt.items()}
+
+
+def select(candidates: Sequence[Candidate], correct: Sequence[bool], keep: str) -> list[int]:
+    """Indices of the kept candidates, by prompt id then sample index (module docstring); for 'journey',
+    the correct sample each journey ends in."""
+    if keep not in KEEP_POLICIES:
+        raise ValueError(f"keep={keep!r} is not one of {KEEP_POLICIES}")
+    by_prompt = _by_prompt(candidates, correct)
     kept = []
     for prompt_id in sorted(by_prompt):
-        group = sorted(by_prompt[prompt_id], key=lambda i: candidates[i].sample)
+        group = by_prompt[prompt_id]
         if keep == "all":
             kept += group
-        elif keep == "first":
+        elif keep in ("first", "journey"):
             kept.append(group[0])
         else:
             kept.append(min(group, key=lambda i: (candidates[i].num_tokens, candidates[i].sample)))
     return kept
+
+
+def detours(candidates: Sequence[Candidate], wrong: Sequence[bool], ends: Sequence[int], *, min_wrong: int,
+            max_wrong: int, seed: int) -> list[list[int]]:
+    """For the journey ending in each candidate of `ends`, the wrong candidates it goes through (module
+    docstring): distinct texts of its prompt, in sample order, their number drawn per prompt from `seed`."""
+    by_prompt = _by_prompt(candidates, wrong)
+    chosen = []
+    for end in ends:
+        prompt_id = candidates[end].prompt_id
+        distinct = list({candidates[i].completion: i for i in reversed(by_prompt.get(prompt_id, []))}.values())[::-1]
+        rng = random.Random(f"journey-{seed}-{prompt_id}")
+        count = min(rng.randint(min_wrong, max_wrong), len(distinct))
+        chosen.append(sorted(rng.sample(distinct, count), key=lambda i: candidates[i].sample))
+    return chosen
 
 
 def read_traces(path: str, examples: Sequence[Mapping[str, Any]], render_prompt: Callable[[Mapping[str, Any]], str],
@@ -202,34 +238,56 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         candidates = _sample(config, tokenizer, task, examples, teacher, workdir)
 
     with RewardSet(list(config.rewards)) as rewards:
-        scores, _ = rewards.score_batch([c.completion for c in candidates], [examples[c.prompt_id] for c in candidates],
-                                        lengths=[c.num_tokens for c in candidates]).as_arrays()
-    accuracy = scores[config.accuracy_reward]
-    finished = np.array([c.finished for c in candidates], bool)
-    correct = (accuracy >= config.accuracy_threshold) & finished  # NaN (unjudgeable) compares False
-    kept = select(candidates, correct, config.keep)
+        def score(texts: Sequence[str], prompt_ids: Sequence[int], lengths: Sequence[int]) -> dict[str, np.ndarray]:
+            return rewards.score_batch(texts, [examples[i] for i in prompt_ids], lengths=lengths).as_arrays()[0]
 
-    def record(index: int) -> dict[str, Any]:
-        c = candidates[index]
-        return dict(prompt=c.prompt, completion=c.completion, teacher=c.teacher, split=config.split,
-                    prompt_id=c.prompt_id, sample=c.sample, reward=float(accuracy[index]),
-                    rewards={k: None if np.isnan(v[index]) else float(v[index]) for k, v in scores.items()},
-                    num_tokens=c.num_tokens, example=dict(examples[c.prompt_id]))
+        scores = score([c.completion for c in candidates], [c.prompt_id for c in candidates],
+                       [c.num_tokens for c in candidates])
+        accuracy = scores[config.accuracy_reward]
+        finished = np.array([c.finished for c in candidates], bool)
+        correct = (accuracy >= config.accuracy_threshold) & finished  # NaN (unjudgeable) compares False
+        kept = select(candidates, correct, config.keep)
+        kept_records = [dict(prompt=candidates[i].prompt, completion=candidates[i].completion,
+                             num_tokens=candidates[i].num_tokens) for i in kept]
+        kept_scores = {name: values[kept] for name, values in scores.items()}
+        if config.keep == "journey":
+            wrong = (accuracy < config.accuracy_threshold) & finished
+            j = config.journey
+            paths = detours(candidates, wrong, kept, min_wrong=j.min_wrong, max_wrong=j.max_wrong, seed=config.seed)
+            for index, record, path in zip(kept, kept_records, paths, strict=True):
+                record.update(completion=journey.stitch([candidates[i].completion for i in path],
+                                                        candidates[index].completion, transition=j.transition),
+                              detour_samples=[candidates[i].sample for i in path])
+                record["num_tokens"] = len(tokenizer.encode(record["completion"]))
+            kept_scores = score([r["completion"] for r in kept_records], [candidates[i].prompt_id for i in kept],
+                                [r["num_tokens"] for r in kept_records])
+    still_correct = kept_scores[config.accuracy_reward] >= config.accuracy_threshold
+
+    def record(position: int) -> dict[str, Any]:
+        c = candidates[kept[position]]
+        return dict(kept_records[position], teacher=c.teacher, split=config.split, prompt_id=c.prompt_id,
+                    sample=c.sample, reward=float(kept_scores[config.accuracy_reward][position]),
+                    rewards={k: None if np.isnan(v[position]) else float(v[position]) for k, v in kept_scores.items()},
+                    example=dict(examples[c.prompt_id]))
 
     output_path = os.path.join(workdir, config.output_file)
-    records.write_records(output_path, (record(i) for i in kept))
+    written = [record(p) for p in np.flatnonzero(still_correct)]
+    records.write_records(output_path, written)
     solved = {candidates[i].prompt_id for i in np.flatnonzero(correct)}
     summary = dict(teacher=teacher, split=config.split, prompts=count, samples=len(candidates),
                    correct_samples=int(correct.sum()), correct_share=float(correct.mean()) if len(correct) else 0.0,
-                   unfinished_samples=int((~finished).sum()), solved_prompts=len(solved), kept=len(kept),
+                   unfinished_samples=int((~finished).sum()), solved_prompts=len(solved), kept=len(written),
                    keep=config.keep, seconds=time.perf_counter() - start)
+    if config.keep == "journey":
+        summary.update(journeys_with_detours=sum(bool(r["detour_samples"]) for r in written),
+                       journeys_failing_verification=int((~still_correct).sum()))
     with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2)
     table = [("teacher", teacher),
              ("prompts solved", f"{len(solved)} of {count} ({config.split} split)"),
              ("correct samples", f"{summary['correct_samples']} of {len(candidates)} "
                                  f"({summary['correct_share']:.3f}; {summary['unfinished_samples']} cut off)"),
-             (f"kept ({config.keep})", f"{len(kept)} -> {output_path}"),
+             (f"kept ({config.keep})", f"{len(written)} -> {output_path}"),
              ("wall time", f"{summary['seconds']:.0f} s")]
     width = max(len(name) for name, _ in table)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in table))

@@ -142,6 +142,61 @@ def test_another_models_traces_are_verified_into_sft_data(data_dir, tmp_path, ke
         [r["prompt"], r["completion"] + EOS] for r in records]
 
 
+def test_journey_detours_are_distinct_finished_wrong_samples_of_the_prompt():
+    rng = np.random.default_rng(0)
+    for trial in range(50):
+        candidates = [distill.Candidate(int(p), int(s), "p", f"text {rng.integers(3)}", 1, True, "t")
+                      for p in range(4) for s in rng.permutation(6)]
+        wrong = rng.random(len(candidates)) < 0.6
+        ends = [i for i, c in enumerate(candidates) if not wrong[i] and c.sample == 0]
+        min_wrong, max_wrong = sorted(rng.integers(0, 4, 2))
+        paths = distill.detours(candidates, wrong, ends, min_wrong=min_wrong, max_wrong=max_wrong, seed=trial)
+        assert paths == distill.detours(candidates, wrong, ends, min_wrong=min_wrong, max_wrong=max_wrong,
+                                        seed=trial)
+        for end, path in zip(ends, paths):
+            pool = {candidates[i].completion for i, c in enumerate(candidates)
+                    if wrong[i] and c.prompt_id == candidates[end].prompt_id}
+            assert min(min_wrong, len(pool)) <= len(path) <= min(max_wrong, len(pool))
+            assert all(wrong[i] and candidates[i].prompt_id == candidates[end].prompt_id for i in path)
+            assert len({candidates[i].completion for i in path}) == len(path)
+            assert [candidates[i].sample for i in path] == sorted(candidates[i].sample for i in path)
+
+
+def test_journeys_stitch_wrong_samples_before_the_first_correct_one(data_dir, tmp_path):
+    examples = _examples(data_dir, tmp_path)
+    e0, e1 = examples[:2]
+    misses = [f"{e0['nums'][0]} + {e0['nums'][0]}", f"{e0['nums'][1]} - {e0['nums'][1]}"]
+    traces = [
+        dict(prompt_id=0, sample=0, completion=f"{misses[0]}</think>\n<answer>{misses[0]}</answer>"),
+        dict(prompt_id=0, sample=1, completion=f"{misses[1]}</think>\n<answer>{misses[1]}</answer>"),
+        dict(prompt_id=0, sample=2, completion=_answer(e0)),
+        dict(prompt_id=0, sample=3, completion="another right one: " + _answer(e0)),
+        dict(prompt_id=1, sample=0, completion=_answer(e1)),  # solved at once: nothing to detour through
+    ]
+    traces_file = tmp_path / "traces.jsonl"
+    traces_file.write_text("".join(json.dumps(t) + "\n" for t in traces))
+    config = _config(data_dir, traces_file=str(traces_file), keep="journey", **{
+        "journey.min_wrong": 2, "journey.max_wrong": 2, "journey.transition": " No. "})
+    summary = distill.run(config, str(tmp_path))
+    assert (summary["kept"], summary["journeys_with_detours"], summary["journeys_failing_verification"]) == (2, 1, 0)
+    first, second = (json.loads(line) for line in open(summary["output_file"]))
+    assert first["completion"] == f"{misses[0]} No. {misses[1]} No. " + _answer(e0)
+    assert (first["sample"], first["detour_samples"], first["reward"]) == (2, [0, 1], 1.0)
+    tokenizer = load_tokenizer(str(tmp_path / "tok"))
+    assert first["num_tokens"] == len(tokenizer.encode(first["completion"]))
+    assert (second["completion"], second["detour_samples"]) == (_answer(e1), [])
+    # A stitched text the verifier no longer accepts is dropped. This verifier wants each tag once, and
+    # the wrong sample (no </think>) goes in whole, with its answer block.
+    traces[0]["completion"] = f"<answer>{misses[0]}</answer>"
+    traces_file.write_text("".join(json.dumps(t) + "\n" for t in traces))
+    config.rewards = (dict(name="countdown", weight=1.0), dict(name="format_tags", weight=1.0,
+                                                                kwargs=dict(prefill="<think>")))
+    config.accuracy_reward = "format_tags"
+    summary = distill.run(config, str(tmp_path / "format"))
+    assert (summary["kept"], summary["journeys_with_detours"], summary["journeys_failing_verification"]) == (1, 0, 1)
+    assert [json.loads(line)["prompt_id"] for line in open(summary["output_file"])] == [1]
+
+
 @pytest.mark.parametrize("record,words", [
     ({"prompt_id": 8, "completion": "x"}, "'prompt_id' must be an index into the 8 prompts"),
     ({"prompt_id": "0", "completion": "x"}, "'prompt_id' must be an index"),
@@ -238,6 +293,8 @@ def test_a_real_teacher_samples_k_completions_of_each_prompt(data_dir, tmp_path)
     ({"output_file": ""}, "config.output_file"),
     ({"output_file": "sub/"}, "config.output_file"),
     ({"data.countdown.min_count": 5}, "config.data.countdown"),
+    ({"journey.min_wrong": 3}, "config.journey.min_wrong"),
+    ({"journey.transition": None}, "config.journey.transition"),
 ])
 def test_invalid_distill_configs_name_the_key(data_dir, changes, key):
     with pytest.raises(ConfigError) as error:

@@ -114,3 +114,15 @@ def test_the_two_students_differ_only_in_their_data():
     for variant in ("journey,shortcut", "detour", "smoke,fast"):
         with pytest.raises(ValueError, match="variant"):
             load_config_file(f"{path}:{variant}")
+
+
+def test_stitch_keeps_the_wrong_reasoning_and_ends_in_the_right_completion():
+    wrong = ["12*7-3=81</think>\n<answer>12*7-3</answer>", "<think>\n12-7+3=8</think>\n<answer>12-7+3</answer>"]
+    right = "<think> 12+7-3=16</think>\n<answer>12+7-3</answer>"
+    assert journey.stitch(wrong, right, transition=" Wait. ") == \
+        "12*7-3=81 Wait. 12-7+3=8 Wait. 12+7-3=16</think>\n<answer>12+7-3</answer>"
+    # Completions that open the thought themselves keep one opening tag; one without a closing tag
+    # (a boxed answer) goes in whole.
+    assert journey.stitch(["<think>a</think>x", "so \\boxed{3}"], "<think>b</think>y", transition="|") == \
+        "<think>a|so \\boxed{3}|b</think>y"
+    assert journey.stitch([], right, transition="|") == right

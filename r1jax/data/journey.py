@@ -19,6 +19,10 @@ result. Values stay within `max_value` (as the pretraining attempts do), unless 
 Deterministic in `seed`.
 
     records = journey.corpus(examples, variant="journey", seed=0)   # {"prompt", "completion", ...} dicts
+
+For any task, `stitch` builds a journey from a model's own samples of one prompt, judged by a verifier:
+the reasoning of wrong ones, each followed by a transition ("Wait, ..."), then a right one whole. `mode:
+distill` with `keep: 'journey'` writes such records (`r1jax.distill`).
 """
 
 from __future__ import annotations
@@ -117,6 +121,25 @@ def completion(rng: random.Random, example: CountdownExample, *, variant: Varian
         steps = [WRONG_STEP.format(attempt=synthetic.attempt_text(w, style), target=target) for w in wrong]
     steps.append(RIGHT_STEP.format(attempt=synthetic.attempt_text(right, style), target=target))
     return f"{''.join(steps)}</think>\n<answer>{synthetic.render(right)}</answer>{EOS}"
+
+
+def stitch(wrong: Sequence[str], right: str, *, transition: str, think_open: str = "<think>",
+           think_close: str = "</think>") -> str:
+    """One long thought from completions of one prompt: the reasoning of each `wrong` one (its text before
+    `think_close`, or all of it without one) followed by `transition`, then `right` whole.
+
+    Pieces after the first lose leading whitespace and a leading `think_open`, so the thought opens once
+    whether the prompt or the completion writes the tag.
+    """
+    pieces = []
+    for index, text in enumerate([*wrong, right]):
+        if index:
+            text = text.lstrip()
+            text = text[len(think_open):].lstrip() if think_open and text.startswith(think_open) else text
+        if index < len(wrong):
+            text = text.split(think_close, 1)[0].rstrip() + transition
+        pieces.append(text)
+    return "".join(pieces)
 
 
 def corpus(examples: Sequence[CountdownExample], *, variant: Variant, seed: int = 0, traces_per_example: int = 1,
