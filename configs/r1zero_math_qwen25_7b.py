@@ -73,7 +73,7 @@ def get_config(arg: str | None = None):
 
     if "dapo" in options:
         config.grpo.update(
-            loss_type="dapo",  # use_token_level_loss=True: token mean over the whole step's batch
+            loss_type="dapo",  # use_token_level_loss=True: token mean over each minibatch (verl's token-mean)
             advantage_scale="group",  # adv_estimator=grpo keeps the std scaling
             epsilon_low=0.2, epsilon_high=0.28,  # clip_ratio_low / clip_ratio_high
             dynamic_sampling=True,  # filter_groups on acc: drop groups whose rewards are all equal

@@ -44,7 +44,8 @@ def get_config(arg: str | None = None):
     # model writes after its answer, which TinyZero's reward (the last <answer> block) mostly ignored.
     config.grpo.update(
         loss_type="token_mean",  # verl's policy loss: masked mean over the tokens of each minibatch
-        advantage_scale="group",  # adv_estimator=grpo: (r - group mean) / (group std + 1e-6)
+        advantage_scale="group",  # adv_estimator=grpo: (r - group mean) / (group std + 1e-6), population std here
+        # (verl's is unbiased: its advantages are sqrt((n-1)/n) of these, 0.89x for groups of 5)
         epsilon_low=0.2, epsilon_high=0.2,  # actor.clip_ratio=0.2
         beta=0.001, kl_estimator="k3",  # use_kl_loss=True, kl_loss_coef=0.001, kl_loss_type=low_var_kl
         num_iterations=1,  # ppo_epochs=1

@@ -224,6 +224,9 @@ def _grpo_smoke(**changes):
 @pytest.mark.parametrize("changes,message", [
     ({"rollout.prompts_per_step": 0}, "config.rollout.prompts_per_step: 0 must be positive"),
     ({"grpo.num_iterations": 0}, "config.grpo.num_iterations: 0 must be positive"),
+    ({"grpo.beta": -0.01}, "config.grpo.beta: -0.01 must be >= 0"),
+    ({"grpo.epsilon_low": 1.0}, "config.grpo.epsilon_low: 1.0 must be in [0, 1)"),
+    ({"grpo.epsilon_high": -0.2}, "config.grpo.epsilon_high: -0.2 must be >= 0"),
     ({"eval.batch_size": 0}, "config.eval.batch_size: 0 must be positive"),
     ({"eval.num_examples": 0}, "config.eval.num_examples: 0 must be positive"),
     ({"eval.every": -1}, "config.eval.every: -1 must be >= 0"),

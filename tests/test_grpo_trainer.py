@@ -197,3 +197,26 @@ def test_rollouts_sample_from_weights_resharded_to_the_decode_layout(tmp_path, m
     assert calls == [(runtime.param_shardings(run.model_config, run.mesh, decode_rules), decode_rules)]
     assert calls[0][0] != training_shardings
     assert jax.tree.map(lambda x: x.sharding, run.state["params"]) == training_shardings
+
+
+def test_dynamic_sampling_keeps_informative_groups_and_counts_each_round_once(tmp_path, monkeypatch):
+    config = _smoke_config(**{"grpo.max_sampling_rounds": 3})
+    run = trainer.GRPORun(config, str(tmp_path))
+    P, G = config.rollout.prompts_per_step, config.rollout.group_size
+    informative = iter([np.arange(P) % 2 == 1, np.zeros(P, bool), np.arange(P) < P // 2])  # per round, per group
+
+    def fake_rollout(examples, key, *, num_samples, temperature):
+        rows = len(examples) * num_samples
+        totals = np.zeros(rows)
+        totals[::num_samples] = next(informative)  # a group's first sample differs from the others or not
+        return trainer.Rollout(list(examples) * num_samples, [[1]] * rows, sampler.SampleResult(
+            np.zeros((rows, 2), np.int32), np.ones(rows, np.int32), np.zeros((rows, 2), np.float32),
+            np.ones(rows, bool)), [""] * rows, {"countdown": totals}, totals, generate_seconds=10.0,
+            score_seconds=1.0)
+
+    monkeypatch.setattr(run, "rollout", fake_rollout)
+    batch, stats = run.collect(jax.random.key(0))
+    assert stats["sampling_rounds"] == 3 and stats["zero_std_groups"] == 0.5
+    assert (batch.generate_seconds, batch.score_seconds) == (30.0, 3.0)
+    groups = batch.total_rewards.reshape(P, G)
+    assert np.all(groups.max(1) > groups.min(1))  # P // 2 informative groups from rounds 1 and 3 each

@@ -90,8 +90,9 @@ def group_advantages(
 
     The std is the population std (divide by the count, not count - 1), unlike TRL's unbiased
     torch.std. It is defined for a group with a single valid reward, which missing rewards make
-    possible, and it gives each group's advantages unit mean square; the unbiased std only
-    rescales advantages by sqrt((n - 1) / n), which the learning rate absorbs.
+    possible, and it gives each group's advantages unit mean square; the unbiased std
+    rescales advantages by sqrt((n - 1) / n). Without a KL term and with whole groups that is a
+    learning-rate change; with `beta > 0` it also shifts the weight between policy gradient and KL.
 
     A group whose valid rewards are all equal gets advantage 0 under every scale: the group
     carries no signal, and the float residue of subtracting its mean must not be divided by eps.

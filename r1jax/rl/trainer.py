@@ -7,7 +7,8 @@ One step, in the order the code runs it:
               weighted sum becomes group-relative advantages. With DAPO's dynamic sampling, groups
               whose rewards are all equal are replaced by groups from further prompts.
 3. train    - `num_iterations` passes over the batch in minibatches; the sampler's log-probs are the
-              old log-probs, recomputed by the trainer with the same function, so the first ratio is 1.
+              old log-probs, recomputed by the trainer with the same function, so the first ratio is 1
+              (to float32 rounding, about 1e-6; in bfloat16 compute the two differ by up to ~2e-3).
 4. log, evaluate on held-out prompts, checkpoint.
 
 The state (params, optimizer state, step, RNG) and the data position are checkpointed with orbax; the
@@ -50,7 +51,8 @@ class Rollout:
     texts: list[str]
     reward_scores: dict[str, np.ndarray]  # reward key -> float per row, NaN where unjudgeable
     total_rewards: np.ndarray
-    # Wall time spent sampling and scoring the rows this batch was drawn from (all rounds).
+    # Wall time spent sampling and scoring this batch; `collect` sets them for a batch made of several
+    # rounds (a selection or concatenation leaves them at 0: parts of one round would count it twice).
     generate_seconds: float = 0.0
     score_seconds: float = 0.0
 
@@ -61,8 +63,7 @@ class Rollout:
             examples=[self.examples[r] for r in rows], prompt_tokens=[self.prompt_tokens[r] for r in rows],
             completions=sampler.SampleResult(c.tokens[rows], c.lengths[rows], c.logprobs[rows], c.finished[rows]),
             texts=[self.texts[r] for r in rows], reward_scores={k: v[rows] for k, v in self.reward_scores.items()},
-            total_rewards=self.total_rewards[rows], generate_seconds=self.generate_seconds,
-            score_seconds=self.score_seconds)
+            total_rewards=self.total_rewards[rows])
 
     @staticmethod
     def concatenate(parts: Sequence[Rollout]) -> Rollout:
@@ -73,8 +74,7 @@ class Rollout:
                                                for f in ("tokens", "lengths", "logprobs", "finished"))),
             texts=[t for p in parts for t in p.texts],
             reward_scores={k: np.concatenate([p.reward_scores[k] for p in parts]) for k in parts[0].reward_scores},
-            total_rewards=np.concatenate([p.total_rewards for p in parts]),
-            generate_seconds=sum(p.generate_seconds for p in parts), score_seconds=sum(p.score_seconds for p in parts))
+            total_rewards=np.concatenate([p.total_rewards for p in parts]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,12 +297,15 @@ class GRPORun:
         dropped: list[Rollout] = []
         kept_groups = 0
         rounds = 0
+        generate_seconds = score_seconds = 0.0
         zero_std_share = 0.0
         while kept_groups < r.prompts_per_step:
             key, round_key = jax.random.split(key)
             # Every round samples a full batch: one compiled shape, as DAPO does.
             examples = [next(prompts) for _ in range(r.prompts_per_step)]
             part = self.rollout(examples, round_key, num_samples=G, temperature=r.temperature)
+            generate_seconds += part.generate_seconds
+            score_seconds += part.score_seconds
             totals_GxN = part.total_rewards.reshape(-1, G)
             degenerate = np.nanmax(totals_GxN, 1) == np.nanmin(totals_GxN, 1)
             degenerate |= np.isnan(totals_GxN).all(1)
@@ -317,6 +320,7 @@ class GRPORun:
             if rounds >= self.config.grpo.max_sampling_rounds:
                 break
         batch = Rollout.concatenate(kept + dropped).select_groups(np.arange(r.prompts_per_step), G)
+        batch = dataclasses.replace(batch, generate_seconds=generate_seconds, score_seconds=score_seconds)
         return batch, dict(zero_std_groups=zero_std_share, sampling_rounds=rounds)
 
     # -- evaluation -------------------------------------------------------------------------
