@@ -24,6 +24,11 @@ def think(text: str) -> str:
         ("Это просто and simple", "ru", 2 / 4),
         ("これは数学です", "ja", 1.0),
         ("이것은 수학 입니다", "ko", 1.0),
+        ("中文推理 $$x + y$$", "zh", 1.0),  # display math too, in every notation
+        ("中文推理 \\[x + y\\] and \\(z\\)", "zh", 4 / 5),
+        ("中文 $a$ 推理 $$b$$ c$", "zh", 4 / 5),  # an unclosed "$" opens nothing
+        ("ภาษาไทย ทำงาน", "th", 1.0),  # the vowels SARA AA and SARA AM are letters
+        ("人々は", "ja", 1.0),  # the iteration mark
         ("1 + 2 = 3", "en", 0.0),  # nothing to judge
         ("", "en", 0.0),
     ],
@@ -51,3 +56,8 @@ def test_only_the_first_max_chars_characters_are_read() -> None:
     text = han + " word word word" + " word" * 1000
     assert language.script_share(text, "en") == pytest.approx(3 / (len(han) + 3))
     assert language.script_share(text, "zh") == pytest.approx(len(han) / (len(han) + 3))
+
+
+def test_unclosed_math_openings_are_read_in_linear_time() -> None:
+    for text in ("\\[ a " * 50_000, "$$ a " * 50_000, "\\( " * 100_000 + "$x$"):
+        assert language.script_share(text, "en") == pytest.approx(1.0 if "a" in text else 0.0)

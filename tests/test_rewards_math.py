@@ -27,6 +27,11 @@ EXTRACTION = [
     pytest.param("no final answer here", None, id="none"),
     pytest.param("<answer>   </answer>", None, id="blank-answer-tags"),
     pytest.param("<answer></answer> but \\boxed{5}", None, id="empty-tags-win-over-boxed-outside"),
+    pytest.param("**Answer:** 18", "18", id="markdown-bold-marker"),
+    pytest.param("**Answer: 18**", "18", id="markdown-bold-line"),
+    pytest.param("So the answer is **18**.", "18", id="markdown-bold-answer"),
+    pytest.param("Answer:\n\n18\n", "18", id="answer-on-the-next-line"),
+    pytest.param("The final answer is:\n\\[ 18 \\]", "\\[ 18 \\]", id="display-math-on-the-next-line"),
 ]
 
 
@@ -61,6 +66,11 @@ EQUIVALENT = [
     ("5000000", "5 million"), ("5000000", "5\\text{ million}"), ("1200000", "\\text{1.2 million}"),
     ("2500000000", "2.5 billion dollars"), ("3000", "3 thousand"),  # scale words multiply
     ("3:4", "3 : 4"), ("3:45", "3:45 \\text{ p.m.}"),  # a ratio or a time is the ordered pair
+    ("11,\\! 111,\\! 111,\\! 100", "11111111100"), ("10,\\! 000", "10,000"),  # MATH-500's, with a space
+    ("2ab", "2 \\cdot a \\cdot b"), ("5", "5cm"), ("12", "12 kg"),  # glued letters: a product, or a unit
+    ("|x - y|", "|y - x|"), ("|x|^2", "x^2"), ("\\sqrt{x}\\sqrt{y}", "\\sqrt{xy}"),  # positive variables...
+    ("\\tan^{-1} 2", "\\arctan 2"), ("\\sin^{-1}(1/2)", "\\frac{\\pi}{6}"), ("\\frac{1}{\\tan 2}", "\\cot 2"),
+    ("10^{400} y = 2 \\cdot 10^{400} x", "y = 2x"),  # a huge exact ratio
 ]
 NOT_EQUIVALENT = [
     ("\\frac{1}{3}", "0.333333"), ("\\frac{1}{3}", "0.33"), ("\\pi", "3.14159"), ("\\sqrt{2}", "1.4142"),
@@ -71,6 +81,11 @@ NOT_EQUIVALENT = [
     ("10,\\!000", "0, 10"), ("10,\\!000", "\\{10, 0\\}"), ("4210_{5}", "4210"), ("4210_{5}", "555"),
     ("4210_{5}", "4210_{6}"), ("2x+1", "f(x) = 2x"), ("5", "g(2) = 5"), ("3", "y(x+1) = 3"),
     ("5", "5 million"), ("5", "5\\text{ million}"), ("3:4", "6:8"), ("3:4", "\\frac{3}{4}"), ("3:4", "4:3"),
+    ("2ab", "2"), ("2ab", "2cd"), ("6xy", "6"), ("2", "2xy"),  # the coefficient of a monomial is not the answer
+    ("11,\\! 111,\\! 111,\\! 100", "100, 111, 111, 11"),
+    ("|x|", "x"), ("x", "|x|"), ("|x - y|", "y - x"), ("\\frac{|x|}{x}", "1"), ("|x| + |y|", "|x + y|"),
+    ("\\cot 2", "\\tan^{-1} 2"),  # ... unless an absolute value asks for signs
+    ("y = 10^{400}", "y = \\pi x"), ("y = 10^{-400}", "y = \\pi x"),  # overflow or underflow: not equal, no error
 ]
 
 

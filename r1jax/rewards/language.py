@@ -3,8 +3,8 @@
 Languages are told apart by Unicode script, so "en" means "written in Latin script". The think
 block is cut into units: a word (a run of letters) for scripts that separate words with spaces, a
 single character for scripts that do not (Han, kana, Thai). The reward is the share of units in a
-script of the target language. LaTeX commands and `$...$` math are left out, so formulas count for
-no language; a think block with no letters at all scores 0. Only the first MAX_CHARS characters are
+script of the target language. LaTeX commands and math (`$...$`, `$$...$$`, `\\(...\\)`, `\\[...\\]`)
+are left out, so formulas count for no language; a think block with no letters at all scores 0. Only the first MAX_CHARS characters are
 read: a long think block's share is well measured on them, and it bounds the cost of adversarial
 megabyte inputs.
 """
@@ -23,11 +23,11 @@ SCRIPT_RANGES: dict[str, str] = {
     "hebrew": "\u05d0-\u05ea",
     "arabic": "\u0620-\u064a\u066e-\u06d3",
     "devanagari": "\u0904-\u0939\u0958-\u0961",
-    "thai": "\u0e01-\u0e30\u0e40-\u0e46",
+    "thai": "\u0e01-\u0e30\u0e32\u0e33\u0e40-\u0e46",
     "hangul": "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af",
     "hiragana": "\u3041-\u309f",
     "katakana": "\u30a0-\u30ff\u31f0-\u31ff",
-    "han": "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f",
+    "han": "\u3005-\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f",  # with 々 〆 〇
 }
 # Scripts written without spaces between words: every character is a unit.
 CHARACTER_SCRIPTS = frozenset({"han", "hiragana", "katakana", "thai"})
@@ -48,7 +48,8 @@ LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
 MAX_CHARS = 300_000  # about a 64K-token think block (some 4 characters a token)
 
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
-_INLINE_MATH = re.compile(r"\$[^$]*\$")  # one pass, linear: each "$" scans to the next one
+_MATH_OPENING = re.compile(r"\$\$|\$|\\\[|\\\(")
+_MATH_CLOSING = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
 _CHARACTER_CLASS = "".join(SCRIPT_RANGES[script] for script in sorted(CHARACTER_SCRIPTS))
 _LETTER = r"[^\W\d_]"
 
@@ -80,6 +81,24 @@ _ANY_UNIT = _Units(re.compile(f"[{_CHARACTER_CLASS}]+"), re.compile(f"{_LETTER}+
 _LANGUAGE_UNITS = {language: _units(scripts) for language, scripts in LANGUAGE_SCRIPTS.items()}
 
 
+def _without_math(text: str) -> str:
+    """`text` with its math spans made spaces; an opening without a closing stays. Linear: once a closing
+    is missing after some point, it is missing after every later one too."""
+    kept, position, unclosed = [], 0, set()
+    for opening in _MATH_OPENING.finditer(text):
+        delimiter = opening[0]
+        if opening.start() < position or delimiter in unclosed:
+            continue
+        close = text.find(_MATH_CLOSING[delimiter], opening.end())
+        if close < 0:
+            unclosed.add(delimiter)
+            continue
+        kept.append(text[position:opening.start()])
+        position = close + len(_MATH_CLOSING[delimiter])
+    kept.append(text[position:])
+    return " ".join(kept)
+
+
 def script_share(text: str, language: str) -> float:
     """Share in [0, 1] of the units of `text` (its first MAX_CHARS characters) in a script of `language`.
 
@@ -87,7 +106,7 @@ def script_share(text: str, language: str) -> float:
     """
     if language not in _LANGUAGE_UNITS:
         raise ValueError(f"unknown language {language!r}; known: {sorted(_LANGUAGE_UNITS)}")
-    prose = _LATEX_COMMAND.sub(" ", _INLINE_MATH.sub(" ", text[:MAX_CHARS]))
+    prose = _LATEX_COMMAND.sub(" ", _without_math(text[:MAX_CHARS]))
     words_only = _ANY_UNIT.characters.sub(" ", prose)
     total = _ANY_UNIT.count(prose, words_only)
     if total == 0:

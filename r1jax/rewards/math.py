@@ -2,18 +2,22 @@
 
 Extraction (`extract_answer`): the last `<answer>...</answer>` block if there is one, else the whole
 text; inside it the last `\\boxed{...}`/`\\fbox{...}` (nested braces), else the text after the last
-"answer is" / "answer:" / "####" marker, else (for an answer block) the block itself.
+"answer is" / "answer:" / "####" marker (the rest of its line, or the next line with text, without
+Markdown emphasis), else (for an answer block) the block itself.
 
 Equivalence (`equivalent`): both answers are parsed by a small LaTeX/plain-math parser and compared
 by value, not by sympy simplification:
   * numbers compare exactly as rationals (decimals, `\\frac`, `a/b`, thousands separators, `50\\%`
     against 50 or 0.5); values involving `\\sqrt`, `\\pi`, `e`, `i` or functions compare as complex
     doubles within a relative tolerance of 1e-9;
-  * expressions with variables compare at a few fixed pseudo-random rational points (`x^2+2x+1`
-    equals `(x+1)^2`); equations and inequalities compare as proportional `lhs - rhs`;
+  * expressions with variables compare at a few fixed pseudo-random positive rational points
+    (`x^2+2x+1` equals `(x+1)^2`), plus points with negative values when an absolute value is
+    involved (`|x|` is not `x`); `\\tan^{-1}` is `\\arctan`; equations and inequalities compare as
+    proportional `lhs - rhs`;
   * tuples and intervals compare item by item with their brackets, sets (`\\{...\\}`, `\\cup`,
     top-level comma lists, `\\pm`) ignore order; `x = 3` against `3` compares the assigned value;
-  * LaTeX spacing, `\\left`/`\\right`, `$`, degrees and `\\text{...}` units are ignored; answers
+  * LaTeX spacing, `\\left`/`\\right`, `$`, degrees and `\\text{...}` units are ignored, as are
+    unit words after a space or a few units glued to the number (`5cm`; `2ab` is a product); answers
     that are words (`\\text{Monday}`) compare as case-folded text; a scale word after a number
     multiplies it (`5 million`); `a:b` (a ratio, a time) is the pair `(a, b)`, so `6:8` is not `3:4`.
 
@@ -49,6 +53,7 @@ _MAX_BINOMIAL = 10_000
 _MAX_EXACT_ROOT = 64
 _MAX_PLUS_MINUS = 3
 _POINTS_WITH_VARIABLES = 3
+_POINTS_WITH_SIGNS = 3
 
 Node = tuple  # ("kind", ...): see _Parser for the node kinds.
 Value = Fraction | complex
@@ -75,6 +80,7 @@ class _OutOfTime(Exception):
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _ANSWER_MARKERS = ("####", "answer is", "Answer is", "ANSWER IS", "answer:", "Answer:", "ANSWER:")
 _NON_SPACE = re.compile("[^ ]")
+_EMPHASIS = " \t\r*_"
 _BARE_BOX_ARGUMENT = re.compile(r"[^\s$]+")
 
 
@@ -136,13 +142,16 @@ def _after_last_marker(text: str) -> str | None:
     position, marker = max((text.rfind(marker), marker) for marker in _ANSWER_MARKERS)
     if position < 0:
         return None
-    start = position + len(marker)
-    line_end = text.find("\n", start)
-    line = text[start : line_end if line_end >= 0 else len(text)]
-    sentence_end = line.find(". ")  # "The answer is 3.5. So..." keeps the decimal point
-    if sentence_end >= 0:
-        line = line[:sentence_end]
-    return line.strip().lstrip(":").strip().rstrip(".")
+    # The rest of the marker's line, else the next line with text ("Answer:\n18"); without Markdown
+    # emphasis ("**Answer:** 18", "the answer is **18**.").
+    for line in text[position + len(marker):].split("\n"):
+        sentence_end = line.find(". ")  # "The answer is 3.5. So..." keeps the decimal point
+        if sentence_end >= 0:
+            line = line[:sentence_end]
+        answer = line.lstrip(_EMPHASIS + ":").rstrip(_EMPHASIS + ".")
+        if answer:
+            return answer
+    return None
 
 
 # --------------------------------------------------------------------------- public API
@@ -167,7 +176,7 @@ def equivalent(prediction: str | None, gold: str, *, timeout_s: float = DEFAULT_
         return False
     try:
         return comparison.equal(gold_node, prediction_node)
-    except _OutOfTime:
+    except (_OutOfTime, ArithmeticError, ValueError):  # e.g. a ratio of 10^400 to a complex value overflows
         return False
 
 
@@ -211,10 +220,13 @@ _UNICODE_MATH = str.maketrans(
 _UNIT_EXPONENT = r"(?:\s*\^\s*(?:\{\s*[0-9]\s*\}|[0-9]))?"  # cm^2
 _TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mbox)\s*\{([^{}]*)\}" + _UNIT_EXPONENT)
 _ROMAN_UNIT = re.compile(r"\\mathrm\s*\{\s*[A-Za-z]{2,}\s*\}" + _UNIT_EXPONENT)
-# "18 dollars" is 18, but "3 or more" is not 3.
+# "18 dollars" is 18, but "3 or more" is not 3. Words follow a space: "2ab" is a product, only a few
+# units are written glued to their number ("5cm").
 # Whole words only (the lookahead): otherwise the repetition splits "students students," in
 # exponentially many ways before failing.
-_NUMBER_THEN_WORDS = re.compile(r"([-+]?[0-9][0-9,]*(?:\.[0-9]+)?)\s*(?:(?!or\b)[A-Za-z]{2,}(?![A-Za-z])\.?\s*)+")
+_GLUED_UNIT = r"(?:mm|cm|km|mg|kg|ml|mL|ft|lbs?|oz|hrs?|mins?|secs?|mph|kph)(?![A-Za-z])\.?"
+_NUMBER_THEN_WORDS = re.compile(r"([-+]?[0-9][0-9,]*(?:\.[0-9]+)?)(?:" + _GLUED_UNIT +
+                                r")?(?:\s+(?!or\b)[A-Za-z]{2,}(?![A-Za-z])\.?)*\s*")
 _FONT_COMMAND = re.compile(r"\\(?:mathrm|mathbf|mathit|boldsymbol|bm|operatorname)(?![A-Za-z])")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])")
 _BARE_AND = re.compile(r"(?<![A-Za-z\\])and(?![A-Za-z])")
@@ -226,6 +238,7 @@ _ENVIRONMENT = re.compile(r"\\(?:begin|end)\s*\{[A-Za-z*]*\}")
 _WORD = re.compile(r"(?<![A-Za-z\\])[A-Za-z]{3,}")
 _NOT_ALPHANUMERIC = re.compile(r"[^a-z0-9]")
 _MATH_DELIMITERS = (("\\(", "\\)"), ("\\[", "\\]"))
+_MATH_THOUSANDS = re.compile(r",\\!\s*")
 
 
 def _parse(answer: str) -> Node | None:
@@ -279,7 +292,7 @@ def _normalize(answer: str) -> str:
         text = whole_text[1]
     text = _TEXT_COMMAND.sub(_text_outside_math, text)
     text = _FONT_COMMAND.sub("", _ROMAN_UNIT.sub(" ", text))
-    text = _DEGREES.sub("", text).replace("{,}", ",").replace(",\\!", ",")  # 10{,}000 and MATH's 10,\!000
+    text = _MATH_THOUSANDS.sub(",", _DEGREES.sub("", text).replace("{,}", ","))  # 10{,}000, MATH's 10,\! 000
     text = _BARE_AND.sub(",", text)
     text = _BARE_FUNCTION.sub(lambda match: "\\" + ("infty" if match[1].startswith("inf") else match[1]), text)
     text = text.strip().rstrip(".").strip()
@@ -354,6 +367,7 @@ _GREEK = frozenset(
     "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi "
     "rho sigma tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma Phi Psi Omega".split()
 )
+_MINUS_ONE = ("neg", ("num", Fraction(1)))
 _FUNCTION_NAMES = frozenset(
     "sin cos tan sec csc cot arcsin arccos arctan sinh cosh tanh ln log exp".split()
 )
@@ -625,6 +639,8 @@ class _Parser:
         if self._peek() == ("op", "^"):  # \sin^2 x
             self._take()
             exponent = self._unary()
+            if exponent == _MINUS_ONE and name in ("sin", "cos", "tan"):  # \tan^{-1} x is arctan x
+                name, exponent = "arc" + name, None
         base = None
         if name == "log" and self._peek() == ("op", "_"):
             self._take()
@@ -912,6 +928,17 @@ def _sample_value(variable: str, index: int) -> Fraction:
     return Fraction(rng.randint(100, 999), rng.randint(100, 999))
 
 
+def _negated(position: int, index: int) -> bool:
+    """Whether the `position`-th variable is negative at point `index`: every one at the first signed point,
+    then alternate ones either way, so that each pair of variables also gets opposite signs."""
+    signed = index - _POINTS_WITH_VARIABLES
+    return signed == 0 or (signed > 0 and (position + signed) % 2 == 0)
+
+
+def _has_kind(node: Node, kind: str) -> bool:
+    return node[0] == kind or any(_has_kind(child, kind) for child in _children(node))
+
+
 Vector = tuple[Value | None, ...]  # a scalar's values at the sample points; None where evaluation failed
 
 
@@ -921,7 +948,12 @@ class _Comparison:
     def __init__(self, gold: Node, prediction: Node | None, deadline: float) -> None:
         variables = sorted(_variables(gold) | (_variables(prediction) if prediction else set()))
         count = _POINTS_WITH_VARIABLES if variables else 1
-        self.points = [{name: _sample_value(name, index) for name in variables} for index in range(count)]
+        # Answers are mostly read with positive variables (sqrt(x) sqrt(y) = sqrt(xy)), but an absolute
+        # value is there for the sign: |x| is not x.
+        if variables and any(_has_kind(node, "abs") for node in (gold, prediction) if node):
+            count += _POINTS_WITH_SIGNS
+        self.points = [{name: -_sample_value(name, index) if _negated(position, index) else _sample_value(name, index)
+                        for position, name in enumerate(variables)} for index in range(count)]
         self.deadline = deadline
         self._vectors: dict[Node, Vector] = {}
 
