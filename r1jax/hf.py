@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 from r1jax import distributed
 from r1jax import model as model_lib
 from r1jax.model import ModelConfig, Params, RopeScaling
+from r1jax.tokenizer import Tokenizer
 
 SAFETENSORS_DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -35,6 +37,7 @@ ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen
 _MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
 
 _SHARD_BYTES = 4 * 2**30  # split saved checkpoints into files of at most this size
+_WEIGHT_FILE = re.compile(r"model(?:-\d+-of-\d+)?\.safetensors(?:\.index\.json)?")
 
 
 class CheckpointError(ValueError):
@@ -130,6 +133,9 @@ def config_from_hf(hf: dict[str, Any], **overrides) -> ModelConfig:
         raise CheckpointError("use_sliding_window=true is not supported")
     if hf.get("mlp_bias"):
         raise CheckpointError("mlp_bias=true is not supported")
+    if family != "qwen2" and hf.get("attention_bias"):  # Qwen2's q/k/v biases are built in, without this key
+        raise CheckpointError(f"attention_bias=true is not supported for {model_type} (its o_proj bias is not "
+                              "modelled)")
     # transformers >= 5 nests RoPE settings under rope_parameters; older files keep them at the top.
     rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
     rope_theta = hf.get("rope_theta", rope.get("rope_theta", 10_000.0))
@@ -155,7 +161,7 @@ def config_from_hf(hf: dict[str, Any], **overrides) -> ModelConfig:
         rope_scaling=scaling,
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
         tie_embeddings=hf.get("tie_word_embeddings", False),
-        qkv_bias=family == "qwen2" or bool(hf.get("attention_bias", False)),
+        qkv_bias=family == "qwen2",
         qk_norm=family == "qwen3",
         max_position_embeddings=hf.get("max_position_embeddings", 32_768),
     )
@@ -163,6 +169,9 @@ def config_from_hf(hf: dict[str, Any], **overrides) -> ModelConfig:
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
+    if config.qkv_bias != (config.family == "qwen2"):
+        raise CheckpointError(f"a {config.family} model with qkv_bias={config.qkv_bias} has no Hugging Face "
+                              "equivalent (q/k/v biases are Qwen2's)")
     rope: dict[str, Any] = {"rope_type": "default", "rope_theta": config.rope_theta}
     if config.rope_scaling is not None:
         rope.update(rope_type="llama3", **dataclasses.asdict(config.rope_scaling))
@@ -183,7 +192,7 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
         "rope_scaling": rope if config.rope_scaling is not None else None,
         "rope_parameters": rope,
         "tie_word_embeddings": config.tie_embeddings,
-        "attention_bias": config.qkv_bias,
+        "attention_bias": False,  # Llama's and Qwen3's would add an o_proj bias too; Qwen2 ignores it
         "mlp_bias": False,
         "use_sliding_window": False,
         "torch_dtype": _TORCH_DTYPE_NAMES.get(config.param_dtype, "float32"),
@@ -345,8 +354,9 @@ def _layer_of(stacked: jax.Array, index: int) -> jax.Array:
 
 
 def save_pretrained(config: ModelConfig, params: Params, path: str, *, dtype: str | None = None,
-                    max_shard_bytes: int = _SHARD_BYTES) -> None:
-    """Writes `config.json` and safetensors that `transformers.AutoModelForCausalLM` loads.
+                    max_shard_bytes: int = _SHARD_BYTES, tokenizer: Tokenizer | None = None) -> None:
+    """Writes `config.json` and safetensors that `transformers.AutoModelForCausalLM` loads; with `tokenizer`,
+    its files too, and its BOS/EOS/pad ids in `config.json` (what `generate` falls back on).
 
     Parameters are fetched to the host one at a time (one layer's tensor at most), so saving a sharded model
     does not gather the whole model into host memory. In a multi-process run every process calls it: each
@@ -355,6 +365,10 @@ def save_pretrained(config: ModelConfig, params: Params, path: str, *, dtype: st
     writing = distributed.is_main_process()
     if writing:
         os.makedirs(path, exist_ok=True)
+        # Weights of an earlier save in the other layout (one file or shards) would shadow the new ones.
+        for filename in os.listdir(path):
+            if _WEIGHT_FILE.fullmatch(filename):
+                os.remove(os.path.join(path, filename))
     out_dtype = np.dtype(jax.numpy.dtype(dtype or config.param_dtype))
     entries, fetches = [], []
     for path_key, leaf in _leaves_with_paths(params):
@@ -401,5 +415,10 @@ def save_pretrained(config: ModelConfig, params: Params, path: str, *, dtype: st
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     hf_config = config_to_hf(config)
     hf_config["torch_dtype"] = _TORCH_DTYPE_NAMES.get(str(out_dtype), "float32")
+    if tokenizer is not None:
+        eos_ids = list(tokenizer.eos_ids)
+        hf_config.update(bos_token_id=tokenizer.bos_id, pad_token_id=tokenizer.pad_id,
+                         eos_token_id=eos_ids[0] if len(eos_ids) == 1 else eos_ids or None)
+        tokenizer.save(path)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(hf_config, f, indent=2)

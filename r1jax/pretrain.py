@@ -102,9 +102,9 @@ def _train_and_write_base(config: ml_collections.ConfigDict, model_config: model
     partial = out + ".partial"
     if distributed.is_main_process():
         shutil.rmtree(partial, ignore_errors=True)
-    hf.save_pretrained(model_config, result.params, partial)  # every process: the tensors are gathered in turn
+    # Every process: the tensors are gathered in turn.
+    hf.save_pretrained(model_config, result.params, partial, tokenizer=tokenizer)
     if distributed.is_main_process():
-        tokenizer.save(partial)
         with open(os.path.join(partial, "pretrain.json"), "w") as f:
             json.dump(dict(steps=p.steps, seconds=result.seconds, traces=len(pairs), losses=result.losses), f)
         os.replace(partial, out)

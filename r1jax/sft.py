@@ -764,10 +764,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if step < config.steps:
         return dict(summary, stopped=True)  # preempted: the next run in this workdir continues
     export_dir = os.path.join(workdir, "hf_export")
-    hf.save_pretrained(model_config, state["params"], export_dir)  # every process: the tensors are gathered in turn
+    # Every process: the tensors are gathered in turn.
+    hf.save_pretrained(model_config, state["params"], export_dir, tokenizer=tokenizer)
     if not distributed.is_main_process():
         return dict(summary, export_dir=export_dir)
-    tokenizer.save(export_dir)
     history = metrics_lib.read_metrics(os.path.join(workdir, metrics_lib.METRICS_FILE))
     keys = [k for k in ("loss", "eval/loss", "nll", "kl", "grad_norm", "learning_rate") if any(k in r for r in history)]
     curves = plotting.plot_metrics(history, os.path.join(workdir, "curves.png"), keys=keys)

@@ -69,6 +69,35 @@ def test_sharded_save_writes_index_and_reloads_identically(tmp_path):
     assert np.abs(ours - hf_logits(hf_model, tokens)).max() < PARITY_TOLERANCE
 
 
+def test_a_save_replaces_the_weights_of_an_earlier_save_in_the_other_layout(tmp_path):
+    config = model_lib.get_model_config("tiny-llama")
+    first, second, third = (model_lib.init_params(config, jax.random.key(seed)) for seed in range(3))
+    hf.save_pretrained(config, first, str(tmp_path), max_shard_bytes=20_000)  # shards and an index
+    hf.save_pretrained(config, second, str(tmp_path))  # one file
+    assert sorted(f for f in os.listdir(tmp_path) if "safetensors" in f) == ["model.safetensors"]
+    jax.tree.map(np.testing.assert_array_equal, hf.load_pretrained(str(tmp_path))[1], second)
+    hf.save_pretrained(config, third, str(tmp_path), max_shard_bytes=20_000)
+    assert "model.safetensors" not in os.listdir(tmp_path)
+    jax.tree.map(np.testing.assert_array_equal, hf.load_pretrained(str(tmp_path))[1], third)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path))
+    np.testing.assert_array_equal(hf_model.get_input_embeddings().weight.detach().numpy(),
+                                  np.asarray(third["embed"]))
+
+
+def test_an_export_with_its_tokenizer_names_the_special_token_ids(tmp_path):
+    from r1jax.data.char_tokenizer import write_char_tokenizer
+    from r1jax.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(write_char_tokenizer(str(tmp_path / "tok")))
+    config = model_lib.get_model_config("tiny-llama", vocab_size=104)
+    hf.save_pretrained(config, model_lib.init_params(config, jax.random.key(0)), str(tmp_path / "export"),
+                       tokenizer=tokenizer)
+    hf_config = transformers.AutoConfig.from_pretrained(str(tmp_path / "export"))
+    assert (hf_config.bos_token_id, hf_config.eos_token_id, hf_config.pad_token_id) == (
+        tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id)
+    assert load_tokenizer(str(tmp_path / "export")).encode("12+7") == tokenizer.encode("12+7")
+
+
 def test_every_process_gathers_the_same_tensors_in_the_same_order_and_only_the_main_one_writes(
         tmp_path, monkeypatch):
     # In a multi-process run each fetch is a collective: a process that fetched in another order would hang.
@@ -143,6 +172,13 @@ def test_unsupported_features_are_named(tmp_path):
     _write_config(tmp_path, **{**base, "rope_scaling": None, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
     with pytest.raises(hf.CheckpointError, match="rope type 'yarn'"):
         hf.load_config(str(tmp_path))
+    # Llama's and Qwen3's attention_bias also biases o_proj, which the model does not have.
+    for name in ("tiny-llama", "tiny-qwen3"):
+        _write_config(tmp_path, **{**hf.config_to_hf(model_lib.get_model_config(name)), "attention_bias": True})
+        with pytest.raises(hf.CheckpointError, match="attention_bias=true is not supported"):
+            hf.load_config(str(tmp_path))
+    with pytest.raises(hf.CheckpointError, match="no Hugging Face equivalent"):
+        hf.config_to_hf(model_lib.get_model_config("tiny-llama", qkv_bias=True))
 
 
 def test_missing_config_and_missing_tensors_are_named(tmp_path):

@@ -486,10 +486,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if summary["steps"] < config.steps:
         return dict(summary, stopped=True)  # preempted: the next run in this workdir continues
     export_dir = os.path.join(workdir, "hf_export")
-    hf.save_pretrained(grpo_run.model_config, grpo_run.state["params"], export_dir)  # every process takes part
+    # Every process takes part.
+    hf.save_pretrained(grpo_run.model_config, grpo_run.state["params"], export_dir, tokenizer=grpo_run.tokenizer)
     if not distributed.is_main_process():
         return dict(summary, export_dir=export_dir)
-    grpo_run.tokenizer.save(export_dir)
     curves = plotting.plot_metrics(os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "curves.png"))
     before = (summary["first_eval"] or {}).get("eval/accuracy", float("nan"))
     after = summary["final_eval"].get("eval/accuracy", float("nan"))
