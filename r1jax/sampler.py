@@ -29,8 +29,9 @@ whose text contains one is cut after the first token that completes it, and coun
 Their canonical encodings are added to the device stop sequences, so the common case stops early.
 
 Filtering order follows `transformers`: temperature, then top-k (tokens tied with the k-th are
-kept), then top-p (on the top-k renormalised probabilities), then min-p (relative to the most likely
-token, so its place in the order does not matter).
+kept), then top-p (on the top-k renormalised probabilities; where the cut falls inside a group of tied
+tokens, the lower ids are kept, where transformers keeps the higher), then min-p (relative to the most
+likely token, so its place in the order does not matter).
 """
 
 from __future__ import annotations
@@ -473,6 +474,7 @@ class _BeamState(NamedTuple):
     ended_lengths_BxW: jax.Array
     prompt_lengths_B: jax.Array
     step: jax.Array
+    open_at_last_step_B: jax.Array  # whether each prompt was open when the latest step began
 
 
 def _is_open(state: _BeamState) -> jax.Array:
@@ -493,30 +495,34 @@ def _best_of(scores_BxC: jax.Array, width: int, *per_candidate: jax.Array) -> tu
 
 
 def _extend_beams(length_penalty: jax.Array, state: _BeamState, logits_BWxV: jax.Array, eos_E: jax.Array) -> _BeamState:
-    """One beam-search step: the 2W best one-token extensions; those ending in EOS (ranked within the top W)
-    join the ended pool, the W best others stay live. The cache follows the live beams' parents."""
+    """One beam-search step: the K = (1 + #EOS ids) * W best one-token extensions (at least 2W, as
+    transformers keeps), so that W non-EOS ones are always among them; those ending in EOS and ranked within
+    the top W join the ended pool, the W best others stay live. The cache follows the live beams' parents."""
     B, W, _ = state.alive_tokens_BxWxN.shape
     V = logits_BWxV.shape[-1]
+    K = min(max(2, 1 + eos_E.shape[0]) * W, W * V)
     logprobs_BxWxV = scaled_log_softmax(logits_BWxV).reshape(B, W, V)
     sums_BxWV = (state.alive_sums_BxW[..., None] + logprobs_BxWxV).reshape(B, W * V)
-    sums_Bx2W, flat_Bx2W = jax.lax.top_k(sums_BxWV, 2 * W)
-    parents_Bx2W, new_tokens_Bx2W = flat_Bx2W // V, flat_Bx2W % V
-    tokens_Bx2WxN = jnp.take_along_axis(state.alive_tokens_BxWxN, parents_Bx2W[..., None], axis=1)
-    tokens_Bx2WxN = jax.lax.dynamic_update_index_in_dim(tokens_Bx2WxN, new_tokens_Bx2W, state.step, axis=2)
+    sums_BxK, flat_BxK = jax.lax.top_k(sums_BxWV, K)
+    parents_BxK, new_tokens_BxK = flat_BxK // V, flat_BxK % V
+    tokens_BxKxN = jnp.take_along_axis(state.alive_tokens_BxWxN, parents_BxK[..., None], axis=1)
+    tokens_BxKxN = jax.lax.dynamic_update_index_in_dim(tokens_BxKxN, new_tokens_BxK, state.step, axis=2)
     length = state.step + 1
-    is_eos_Bx2W = jnp.isin(new_tokens_Bx2W, eos_E)
-    can_end_Bx2W = is_eos_Bx2W & (jnp.arange(2 * W) < W) & _is_open(state)[:, None]
-    ending_scores_Bx2W = jnp.where(can_end_Bx2W, _penalised(sums_Bx2W, length, length_penalty), -jnp.inf)
+    is_open_B = _is_open(state)
+    is_eos_BxK = jnp.isin(new_tokens_BxK, eos_E)
+    can_end_BxK = is_eos_BxK & (jnp.arange(K) < W) & is_open_B[:, None]
+    ending_scores_BxK = jnp.where(can_end_BxK, _penalised(sums_BxK, length, length_penalty), -jnp.inf)
     ended_scores, _, ended_tokens, ended_lengths = _best_of(
-        jnp.concatenate([state.ended_scores_BxW, ending_scores_Bx2W], axis=1), W,
-        jnp.concatenate([state.ended_tokens_BxWxN, tokens_Bx2WxN], axis=1),
-        jnp.concatenate([state.ended_lengths_BxW, jnp.full((B, 2 * W), length, jnp.int32)], axis=1))
+        jnp.concatenate([state.ended_scores_BxW, ending_scores_BxK], axis=1), W,
+        jnp.concatenate([state.ended_tokens_BxWxN, tokens_BxKxN], axis=1),
+        jnp.concatenate([state.ended_lengths_BxW, jnp.full((B, K), length, jnp.int32)], axis=1))
     alive_sums, _, alive_tokens, parents_BxW = _best_of(
-        jnp.where(is_eos_Bx2W, -jnp.inf, sums_Bx2W), W, tokens_Bx2WxN, parents_Bx2W)
+        jnp.where(is_eos_BxK, -jnp.inf, sums_BxK), W, tokens_BxKxN, parents_BxK)
     rows_BW = (jnp.arange(B, dtype=jnp.int32)[:, None] * W + parents_BxW).reshape(-1)
     return state._replace(cache=_shard_cache(_take_rows(state.cache, rows_BW)), alive_tokens_BxWxN=alive_tokens,
                           alive_sums_BxW=alive_sums, ended_tokens_BxWxN=ended_tokens,
-                          ended_scores_BxW=ended_scores, ended_lengths_BxW=ended_lengths, step=length)
+                          ended_scores_BxW=ended_scores, ended_lengths_BxW=ended_lengths, step=length,
+                          open_at_last_step_B=is_open_B)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "beam_width", "max_new_tokens", "pad_id"))
@@ -537,7 +543,8 @@ def _run_beam_search(config: ModelConfig, beam_width: int, max_new_tokens: int, 
         ended_scores_BxW=jnp.where(dummy_B[:, None], 0.0, -jnp.inf) * jnp.ones((1, W)),
         ended_lengths_BxW=jnp.zeros((B, W), jnp.int32),
         prompt_lengths_B=prompt_lengths_B,
-        step=jnp.zeros((), jnp.int32))
+        step=jnp.zeros((), jnp.int32),
+        open_at_last_step_B=~dummy_B)
     state = _extend_beams(length_penalty, state, jnp.repeat(logits_BxV, W, axis=0), eos_E)
 
     def keep_going(s: _BeamState) -> jax.Array:
@@ -550,8 +557,10 @@ def _run_beam_search(config: ModelConfig, beam_width: int, max_new_tokens: int, 
         return _extend_beams(length_penalty, s._replace(cache=cache), logits_BWxV, eos_E)
 
     state = jax.lax.while_loop(keep_going, step, state)
-    # Where the budget ran out before W beams ended, the live beams compete as truncated hypotheses.
-    truncated_scores_BxW = jnp.where(_is_open(state)[:, None], _penalised(state.alive_sums_BxW, N, length_penalty),
+    # Where the budget ran out with the prompt open at the last step, its live beams compete as truncated
+    # hypotheses, also against beams that ended in that step.
+    competing_B = state.open_at_last_step_B & (state.step == N)
+    truncated_scores_BxW = jnp.where(competing_B[:, None], _penalised(state.alive_sums_BxW, N, length_penalty),
                                      -jnp.inf)
     scores, index, tokens, lengths = _best_of(
         jnp.concatenate([state.ended_scores_BxW, truncated_scores_BxW], axis=1), W,
@@ -567,7 +576,8 @@ def beam_search(config: ModelConfig, params: Params, prompts: Prompts, *, beam_w
 
     Log-probs are at temperature 1. A beam ends on an EOS id. A prompt is closed once it has `beam_width`
     ended beams (transformers' `early_stopping=True`, which makes width 1 exactly greedy); where the
-    budget runs out first, the live beams compete too, as unfinished hypotheses.
+    budget runs out while it is open (also if it closes in the last step), the live beams compete too,
+    as unfinished hypotheses.
     """
     if beam_width < 1:
         raise ValueError(f"beam_width={beam_width} must be >= 1")

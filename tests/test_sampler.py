@@ -255,6 +255,23 @@ def test_beam_search_finds_the_exhaustive_optimum():
             assert result.finished[i, 0] == (eos in best)
 
 
+# Found by comparing many random prompts; each failed before the fix noted.
+@pytest.mark.parametrize("prompt,eos,new_tokens,length_penalty", [
+    # Several EOS ids: a step kept only 2W candidates, so EOS ones crowded out live beams.
+    ([137, 89, 6], [44, 80, 110], 5, 1.0), ([81, 97, 155, 116, 101, 87], [138, 30, 122], 5, 1.0),
+    # The beam pool filled in the last step, and that step's live (max-length) beams were shut out.
+    ([149, 45, 130, 107], [157], 2, 0.0),
+])
+def test_beam_search_equals_transformers_early_stopping(hf_pair, prompt, eos, new_tokens, length_penalty):
+    config, params, reference = hf_pair["qwen3-tied"]
+    ours = sampler.beam_search(config, params, [prompt], beam_width=2, max_new_tokens=new_tokens, eos_ids=eos,
+                               length_penalty=length_penalty)
+    theirs = reference.generate(torch.tensor([prompt]), num_beams=2, num_return_sequences=2, do_sample=False,
+                                max_new_tokens=new_tokens, early_stopping=True, length_penalty=length_penalty,
+                                eos_token_id=eos, pad_token_id=0, output_scores=True, return_dict_in_generate=True)
+    np.testing.assert_allclose(ours.scores[0], theirs.sequences_scores.numpy(), atol=1e-4)
+
+
 @pytest.mark.parametrize("layout", [dict(fsdp=4, tensor=2), dict(data=8)], ids=str)
 def test_sharded_sampling_and_beam_search_equal_single_device(layout):
     config = model_lib.get_model_config("tiny")
