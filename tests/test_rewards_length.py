@@ -58,3 +58,8 @@ def test_repetition_penalty_options() -> None:
     assert length.repetition_penalty("a a a a", ngram_size=1, max_penalty=-0.5) == pytest.approx(-0.5 * 3 / 4)
     with pytest.raises(ValueError):
         length.repetition_penalty("a", max_penalty=1.0)
+
+
+def test_cosine_scaled_refuses_a_budget_without_length() -> None:
+    with pytest.raises(ValueError, match="max_length=0 must be positive"):
+        length.cosine_scaled(5, 1.0, max_length=0)

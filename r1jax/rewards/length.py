@@ -46,6 +46,8 @@ def cosine_scaled(
     model is pushed to be brief when right and to keep thinking when wrong. Beyond `max_length` it is
     `exceed_score`. None if `accuracy` is None (an unscorable example stays unscorable).
     """
+    if max_length <= 0:
+        raise ValueError(f"cosine_scaled: max_length={max_length} must be positive")
     if accuracy is None:
         return None
     if length > max_length:
@@ -58,10 +60,12 @@ def cosine_scaled(
 
 
 def repetition_penalty(completion: str, *, ngram_size: int = 3, max_penalty: float = -1.0) -> float:
-    """N-gram repetition penalty: `max_penalty` times the share of repeated word n-grams.
+    """N-gram repetition penalty: `max_penalty` times the share of repeated word n-grams (all but the first
+    occurrence of each).
 
     Words are whitespace-separated, so text in scripts without spaces is not penalised. 0 for texts
-    shorter than one n-gram; `max_penalty` for one n-gram repeated throughout. Reads the first
+    shorter than one n-gram or of one n-gram; one n-gram repeated throughout approaches `max_penalty`
+    as it gets longer (`(1 - 1/n)` of it for n n-grams). Reads the first
     REPETITION_MAX_CHARS characters.
     """
     if ngram_size < 1 or max_penalty > 0:
