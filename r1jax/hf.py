@@ -296,7 +296,10 @@ def load_pretrained(path: str, dtype: str | None = None, *, shardings: Params | 
     `r1jax.sharding.param_shardings`) places every parameter directly on its devices, shard by shard.
     Other keyword arguments override config fields (compute dtype, remat, ...).
     """
-    config = load_config(path, param_dtype=dtype or config_overrides.pop("param_dtype", "float32"), **config_overrides)
+    param_dtype = config_overrides.pop("param_dtype", None)
+    if dtype and param_dtype and dtype != param_dtype:
+        raise ValueError(f"dtype={dtype!r} and param_dtype={param_dtype!r} disagree; pass one of them")
+    config = load_config(path, param_dtype=dtype or param_dtype or "float32", **config_overrides)
     return config, load_params(path, config, shardings)
 
 

@@ -134,6 +134,10 @@ def test_bfloat16_checkpoint_loads_in_requested_dtype(tmp_path):
         expected = np.asarray(original).astype(ml_dtypes.bfloat16)
         np.testing.assert_array_equal(np.asarray(loaded16), expected)
         np.testing.assert_array_equal(np.asarray(loaded32), expected.astype(np.float32))
+    assert hf.load_pretrained(str(tmp_path), param_dtype="bfloat16")[0].param_dtype == "bfloat16"
+    assert hf.load_pretrained(str(tmp_path), dtype="bfloat16", param_dtype="bfloat16")[0].param_dtype == "bfloat16"
+    with pytest.raises(ValueError, match="disagree"):
+        hf.load_pretrained(str(tmp_path), dtype="float32", param_dtype="bfloat16")
 
 
 def test_load_places_each_parameter_on_its_sharding(saved_hf_model):
