@@ -302,6 +302,18 @@ def test_jit_with_traced_token_count():
     np.testing.assert_allclose(jitted(jnp.asarray(logp, jnp.float32), jnp.int32(40)), eager, rtol=1e-6)
 
 
+@pytest.mark.parametrize("importance_level", IMPORTANCE_LEVELS)
+def test_a_ratio_beyond_float32_keeps_loss_and_gradient_finite(importance_level):
+    """exp(100) overflows float32; unclipped, the clipped branch's zero gradient times inf was NaN."""
+    old_logp = jnp.full((2, 3), -100.0)
+    logp = jnp.asarray([[0.0, -1.0, -2.0], [-0.5, -1.5, -2.5]])
+    loss_of = lambda lp: grpo_loss(lp, old_logp, None, jnp.asarray([1.0, -1.0]), jnp.ones((2, 3)),  # noqa: E731
+                                   importance_level=importance_level)[0]
+    loss, grad = jax.value_and_grad(loss_of)(logp)
+    assert np.isfinite(loss) and np.all(np.isfinite(grad))
+    assert np.all(np.asarray(grad)[0] == 0)  # positive advantage: the clipped branch, no gradient
+
+
 @pytest.mark.parametrize("option,valid", [("loss_type", LOSS_TYPES), ("kl_estimator", KL_ESTIMATORS),
                                           ("importance_level", IMPORTANCE_LEVELS)])
 def test_unknown_option_names_valid_ones(option, valid):

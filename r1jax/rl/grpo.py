@@ -15,6 +15,8 @@ over-weights prompts that are almost always or almost never solved).
 Per-token loss, A_i broadcast over the completion's tokens:
     r_it = exp(logp_it - old_logp_it)
     l_it = -min(r_it * A_i, clip(r_it, 1 - eps_low, 1 + eps_high) * A_i) + beta * KL_it
+The log-ratio is clipped to [-20, 20] before exp (as verl does): far outside any clip range, it keeps a
+ratio that would overflow float32 from making the gradient NaN (0 * inf).
 eps_high > eps_low is DAPO's "clip-higher" ("DAPO", Yu et al. 2025). The KL to the reference
 policy is estimated per sampled token (Schulman, "Approximating KL Divergence", 2020), with
 d_it = ref_logp_it - logp_it:
@@ -54,6 +56,7 @@ ADVANTAGE_SCALES = ("group", "batch", "none")
 LOSS_TYPES = ("grpo", "token_mean", "dr_grpo", "dapo")
 KL_ESTIMATORS = ("k1", "k3")
 IMPORTANCE_LEVELS = ("token", "sequence")
+MAX_LOG_RATIO = 20.0  # see the module docstring
 
 
 def _check_choice(name: str, value: str, options: tuple[str, ...]) -> None:
@@ -220,7 +223,7 @@ def grpo_loss(
         gradient_carrier_BxT = logp_BxT - jax.lax.stop_gradient(logp_BxT)  # value 0, gradient 1
         log_ratio_BxT = jnp.where(
             valid_BxT, jax.lax.stop_gradient(seq_log_ratio_Bx1) + gradient_carrier_BxT, 0.0)
-    ratio_BxT = jnp.exp(log_ratio_BxT)
+    ratio_BxT = jnp.exp(jnp.clip(log_ratio_BxT, -MAX_LOG_RATIO, MAX_LOG_RATIO))
     clipped_ratio_BxT = jnp.clip(ratio_BxT, 1 - epsilon_low, 1 + epsilon_high)
     token_loss_BxT = -jnp.minimum(ratio_BxT * advantages_Bx1, clipped_ratio_BxT * advantages_Bx1)
 
