@@ -71,6 +71,7 @@ EQUIVALENT = [
     ("|x - y|", "|y - x|"), ("|x|^2", "x^2"), ("\\sqrt{x}\\sqrt{y}", "\\sqrt{xy}"),  # positive variables...
     ("\\tan^{-1} 2", "\\arctan 2"), ("\\sin^{-1}(1/2)", "\\frac{\\pi}{6}"), ("\\frac{1}{\\tan 2}", "\\cot 2"),
     ("10^{400} y = 2 \\cdot 10^{400} x", "y = 2x"),  # a huge exact ratio
+    ("-5\\%", "-5"), ("-5\\%", "-0.05"), ("-0.05", "-5\\%"),
 ]
 NOT_EQUIVALENT = [
     ("\\frac{1}{3}", "0.333333"), ("\\frac{1}{3}", "0.33"), ("\\pi", "3.14159"), ("\\sqrt{2}", "1.4142"),
@@ -85,6 +86,7 @@ NOT_EQUIVALENT = [
     ("11,\\! 111,\\! 111,\\! 100", "100, 111, 111, 11"),
     ("|x|", "x"), ("x", "|x|"), ("|x - y|", "y - x"), ("\\frac{|x|}{x}", "1"), ("|x| + |y|", "|x + y|"),
     ("\\cot 2", "\\tan^{-1} 2"),  # ... unless an absolute value asks for signs
+    ("-5\\%", "5"), ("-5\\%", "0.05"),
     ("y = 10^{400}", "y = \\pi x"), ("y = 10^{-400}", "y = \\pi x"),  # overflow or underflow: not equal, no error
 ]
 

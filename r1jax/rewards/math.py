@@ -935,6 +935,15 @@ def _negated(position: int, index: int) -> bool:
     return signed == 0 or (signed > 0 and (position + signed) % 2 == 0)
 
 
+def _without_percent(node: Node) -> Node | None:
+    """`node` without its outermost percent sign ("50%" -> 50, "-5%" -> -5); None if it has none."""
+    if node[0] == "pct":
+        return node[1]
+    if node[0] == "neg" and node[1][0] == "pct":
+        return ("neg", node[1][1])
+    return None
+
+
 def _has_kind(node: Node, kind: str) -> bool:
     return node[0] == kind or any(_has_kind(child, kind) for child in _children(node))
 
@@ -1014,11 +1023,13 @@ class _Comparison:
         return True
 
     def _same_number(self, gold: Node, prediction: Node) -> bool:
-        if (gold[0] == "pct") != (prediction[0] == "pct"):
-            # "50%" may be answered as 50 or as 0.5, and 0.5 as "50%".
-            percent, plain = (gold, prediction) if gold[0] == "pct" else (prediction, gold)
+        gold_number, prediction_number = _without_percent(gold), _without_percent(prediction)
+        if (gold_number is None) != (prediction_number is None):
+            # "50%" may be answered as 50 or as 0.5, and 0.5 as "50%" ("-5%" as -5 or -0.05).
+            percent, number, plain = ((gold, gold_number, prediction) if gold_number is not None
+                                      else (prediction, prediction_number, gold))
             return _same_vector(self.vector(plain), self.vector(percent)) or _same_vector(
-                self.vector(plain), self.vector(percent[1])
+                self.vector(plain), self.vector(number)
             )
         return _same_vector(self.vector(gold), self.vector(prediction))
 
