@@ -203,7 +203,7 @@ def _sample(config: ml_collections.ConfigDict, tokenizer: Tokenizer, task: tasks
             if params is None:
                 params = sampler.per_layer_params(runtime.load_or_init_params(config, model_config, mesh, rules))
             prompts = [task.render_prompt(e) for e in examples[first:first + batch_size]]
-            result = sampler.generate(model_config, params, [task.encode(p) for p in prompts],
+            result = sampler.generate(model_config, params, [task.encode_prompt(p) for p in prompts],
                                       seed=jax.random.fold_in(key, first), **request)
             batch = []
             for row, (tokens, length, finished) in enumerate(zip(result.tokens, result.lengths, result.finished)):

@@ -247,7 +247,7 @@ class Evaluator:
         self.task = EVAL_TASKS[config.data.name]
         self.examples = list(examples)
         self.prompt_texts = list(prompt_texts)
-        self.prompts = [tokenizer.encode(text) for text in prompt_texts]
+        self.prompts = [tokenizer.encode_prompt(text) for text in prompt_texts]
         self.eos_ids = tuple(tokenizer.eos_ids)
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         self.accuracy = RewardSet([dict(name=self.task.accuracy_reward)])
@@ -378,7 +378,7 @@ class Evaluator:
         f = self.config.budget_forcing
         # Budget forcing continues an open thinking block.
         thinking_prompts = [tokens if text.rstrip().endswith(f.think_open)
-                            else self.tokenizer.encode(text + f.think_open + "\n")
+                            else self.tokenizer.encode_prompt(text + f.think_open + "\n")
                             for tokens, text in zip(self.prompts, self.prompt_texts)]
         rows = []
         for min_tokens, max_tokens in f.budgets:

@@ -66,7 +66,7 @@ def _encode(tokenizer: Tokenizer, prompt: str, chat_template: bool) -> list[int]
     if chat_template:
         return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                              tokenize=True)
-    return tokenizer.encode(prompt, add_bos=tokenizer.bos_id is not None)
+    return tokenizer.encode_prompt(prompt)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:

@@ -167,9 +167,7 @@ def encode_record(record: Mapping[str, Any], tokenizer: Tokenizer, *, chat_templ
     if chat_template:
         return _encode_conversation([{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}],
                                     tokenizer)
-    prompt_ids = tokenizer.encode(prompt)
-    if tokenizer.bos_id is not None and prompt_ids[:1] != [tokenizer.bos_id]:  # a rendered chat has its own
-        prompt_ids.insert(0, tokenizer.bos_id)
+    prompt_ids = tokenizer.encode_prompt(prompt)
     completion_ids = tokenizer.encode(completion)
     if add_eos and tokenizer.eos_id is not None and not (completion_ids and completion_ids[-1] in tokenizer.eos_ids):
         completion_ids.append(tokenizer.eos_id)

@@ -234,6 +234,12 @@ class Tokenizer:
         """Token ids of `text`. Special tokens written in the text (e.g. `<|im_start|>`) become their ids."""
         return self._add_bos_eos(self._backend.encode(text), add_bos, add_eos)
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of a prompt as the model reads it (and as transformers' `tokenizer(text)` gives them): BOS
+        first when the tokenizer has one, unless the text already starts with it (a rendered chat template)."""
+        ids = self._backend.encode(text)
+        return ids if self.bos_id is None or ids[:1] == [self.bos_id] else [self.bos_id, *ids]
+
     def encode_batch(self, texts: Sequence[str], *, add_bos: bool = False, add_eos: bool = False) -> list[list[int]]:
         return [self._add_bos_eos(ids, add_bos, add_eos) for ids in self._backend.encode_batch(texts)]
 

@@ -30,6 +30,13 @@ class _ByteTokenizer(ChatML):
     def encode(self, text):
         return list(text.encode())
 
+    encode_prompt = encode
+
+
+class _ByteTokenizerWithBos(_ByteTokenizer):
+    def encode_prompt(self, text):
+        return [0, *self.encode(text)]
+
 
 def _math_data_config(tmp_path, **changes):
     config = grpo_config().data
@@ -52,6 +59,21 @@ def test_math_examples_carry_the_gold_answer_the_math_reward_scores(tmp_path):
         scores = rewards.score_batch(["<think>1/2</think> <answer> 0.5 </answer>", "<answer>2</answer>"],
                                      [halve, halve])
     assert scores.total == [1.0, 0.0]
+
+
+def test_prompts_start_with_the_tokenizers_bos(tmp_path):
+    task = tasks.load_task(_math_data_config(tmp_path), _ByteTokenizerWithBos(), str(tmp_path))
+    assert task.prompt_tokens(task.train[0]) == [0, *prompts.math_base_prompt(TRAIN[0]["problem"]).encode()]
+
+
+def test_numeric_golds_are_written_positionally_and_nan_is_refused(tmp_path):
+    train = tmp_path / "floats.jsonl"
+    _write_jsonl(train, [{"problem": "p", "answer": 1e-07}, {"problem": "q", "answer": 2.5e16}])
+    examples = tasks.read_math_jsonl(str(train))
+    assert [e["answer"] for e in examples] == ["0.0000001", "25000000000000000"]
+    train.write_text('{"problem": "p", "answer": 1}\n{"problem": "q", "answer": NaN}\n')
+    with pytest.raises(ValueError, match=f"{train}:2: the answer under 'answer' is nan, not a number"):
+        tasks.read_math_jsonl(str(train))
 
 
 def test_math_train_stream_resumes_where_it_stopped(tmp_path):

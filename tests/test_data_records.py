@@ -73,6 +73,10 @@ def test_a_writer_refuses_other_settings_and_a_cut_file_and_starts_over_without_
     path.write_text("")
     with pytest.raises(ValueError, match=r"out.jsonl is shorter than the 9 bytes .*out.jsonl.progress records"):
         records.ResumableWriter(str(path), {"config": {"temperature": 1.0, "seed": 0}})
+    for broken in ("", '{"batches": 1}', "[1, 2]"):  # a progress file cut short or edited by hand
+        (tmp_path / "out.jsonl.progress").write_text(broken)
+        with pytest.raises(ValueError, match=r"out.jsonl.progress is unreadable \(.*\); delete it and .*out.jsonl"):
+            records.ResumableWriter(str(path), {"config": {"temperature": 1.0, "seed": 0}})
     (tmp_path / "out.jsonl.progress").unlink()
     with records.ResumableWriter(str(path), {"config": {"temperature": 0.5, "seed": 0}}) as out:
         assert out.batches_done == 0

@@ -289,6 +289,16 @@ def test_gsm8k_builder_keeps_the_file_order_and_the_final_answer(tmp_path):
     assert [source[i] for i in range(len(source))] == [
         {"question": GSM8K_LINES[0]["question"], "answer": "18"},
         {"question": GSM8K_LINES[1]["question"], "answer": "250"}]
+    assert source.__getitems__([1, 0]) == [source[1], source[0]]  # the batched read decodes the same way
+
+
+def test_gsm8k_gold_is_the_text_after_the_last_marker_and_an_empty_one_is_named(tmp_path):
+    path = tmp_path / "test.jsonl"
+    _write_jsonl(path, [{"question": "q", "answer": "the worked \\boxed{5}, then\n#### 6"}])
+    assert benchmarks.read_benchmark(benchmarks.BENCHMARKS["gsm8k"], str(path))[0]["answer"] == "6"
+    _write_jsonl(path, [GSM8K_LINES[0], {"question": "q", "answer": "no final answer\n####"}])
+    with pytest.raises(ValueError, match="example 2's answer has no '#### <final answer>'"):
+        benchmarks.read_benchmark(benchmarks.BENCHMARKS["gsm8k"], str(path))
 
 
 def test_benchmark_is_rebuilt_when_its_file_changes(tmp_path, capsys):

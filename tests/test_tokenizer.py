@@ -344,6 +344,22 @@ def test_llama3_add_bos_matches_the_post_processor(
     assert ids == reference["llama3"].encode(text)
 
 
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_prompts_start_with_bos_where_there_is_one_and_never_twice(
+    loaded: dict[str, Tokenizer], reference: dict[str, transformers.PreTrainedTokenizerBase], name: str
+) -> None:
+    """What SFT, GRPO, evaluation and generate feed the model; as transformers tokenizes a tokenizer.json's text."""
+    tokenizer = loaded[name]
+    text = "Numbers: 12 7 3. Target: 16.\n<think>"
+    bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
+    assert tokenizer.encode_prompt(text) == bos + tokenizer.encode(text)
+    if name != "sentencepiece":  # transformers 5 leaves BOS out for this LlamaTokenizer; its models expect one
+        assert tokenizer.encode_prompt(text) == reference[name](text)["input_ids"]
+    if bos:
+        rendered = tokenizer.decode([tokenizer.bos_id]) + text  # a chat template writes its own BOS
+        assert tokenizer.encode_prompt(rendered) == tokenizer.encode(rendered) and tokenizer.encode(rendered)[:1] == bos
+
+
 def test_qwen_special_ids(
     loaded: dict[str, Tokenizer], reference: dict[str, transformers.PreTrainedTokenizerBase]
 ) -> None:

@@ -45,7 +45,6 @@ from etils import epath
 from r1jax.data import records
 from r1jax.data.countdown import DecodedSource
 from r1jax.data.tasks import MathExample, read_math_jsonl
-from r1jax.rewards import math as math_reward
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -106,9 +105,10 @@ def read_benchmark(config: BenchmarkConfig, path: str) -> list[MathExample]:
                                answer_key=_first_key(path, config.answer_keys))
     if config.answer_after_marker:
         for number, example in enumerate(examples, start=1):
-            if "####" not in example["answer"]:
+            final = example["answer"].rsplit("####", 1)[1].strip() if "####" in example["answer"] else ""
+            if not final:
                 raise ValueError(f"{path}: example {number}'s answer has no '#### <final answer>'")
-            example["answer"] = math_reward.extract_answer(example["answer"])
+            example["answer"] = final
     return examples
 
 

@@ -113,8 +113,14 @@ class ResumableWriter:
         self._signature = json.loads(json.dumps(signature))  # as it reads back from the progress file
         self.batches_done, size = 0, 0
         if os.path.isfile(self._progress_path) and os.path.isfile(path):
-            with open(self._progress_path, encoding="utf-8") as f:
-                progress = json.load(f)
+            try:
+                with open(self._progress_path, encoding="utf-8") as f:
+                    progress = json.load(f)
+                recorded = {key: progress[key] for key in ("signature", "batches", "bytes")}
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise ValueError(f"{self._progress_path} is unreadable ({error}); delete it and {path} to start "
+                                 "again") from None
+            progress = recorded
             changes = json_changes(progress["signature"], self._signature)
             if changes:
                 raise ValueError(f"{path} holds part of a run of other settings ({'; '.join(changes[:5])}); "

@@ -12,6 +12,7 @@ trainer only sees `train_examples` (an endless, resumable shuffled stream), `tes
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypedDict
@@ -35,10 +36,10 @@ class Task:
     train: countdown.RandomAccessSource
     test: countdown.RandomAccessSource
     render_prompt: Callable[[Mapping[str, Any]], str]
-    encode: Callable[[str], list[int]]
+    encode_prompt: Callable[[str], list[int]]  # BOS first where the tokenizer has one
 
     def prompt_tokens(self, example: Mapping[str, Any]) -> list[int]:
-        return self.encode(self.render_prompt(example))
+        return self.encode_prompt(self.render_prompt(example))
 
     def train_examples(self, *, seed: int, start_index: int) -> Iterator[tuple[int, Mapping[str, Any]]]:
         """(position, example) pairs; resume a stream by passing the last position + 1."""
@@ -65,7 +66,7 @@ def load_task(config: ml_collections.ConfigDict, tokenizer, workdir: str) -> Tas
         return prompts.countdown_prompt(example["nums"], example["target"], template=config.template,
                                         renderer=tokenizer)
 
-    return Task(train, test, render, tokenizer.encode)
+    return Task(train, test, render, tokenizer.encode_prompt)
 
 
 def _math_task(config: ml_collections.ConfigDict, tokenizer) -> Task:
@@ -76,7 +77,7 @@ def _math_task(config: ml_collections.ConfigDict, tokenizer) -> Task:
     def render(example: Mapping[str, Any]) -> str:
         return prompts.math_prompt(example["question"], template=config.template, renderer=tokenizer)
 
-    return Task(train, test, render, tokenizer.encode)
+    return Task(train, test, render, tokenizer.encode_prompt)
 
 
 def read_math_jsonl(path: str, *, question_key: str = "problem", answer_key: str = "answer") -> list[MathExample]:
@@ -95,6 +96,8 @@ def read_math_jsonl(path: str, *, question_key: str = "problem", answer_key: str
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"{where}: no question text under {question_key!r} (the line has fields "
                              f"{sorted(record)}); set data.math.question_key")
+        if isinstance(record.get(answer_key), float) and not math.isfinite(record[answer_key]):
+            raise ValueError(f"{where}: the answer under {answer_key!r} is {record[answer_key]}, not a number")
         answer = _gold_answer(record, answer_key)
         if answer is None:
             raise ValueError(f"{where}: no answer under {answer_key!r} and no \\boxed{{...}} in a 'solution' "
@@ -106,7 +109,7 @@ def read_math_jsonl(path: str, *, question_key: str = "problem", answer_key: str
 def _gold_answer(record: Mapping[str, Any], answer_key: str) -> str | None:
     answer = record.get(answer_key)
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
-        return str(answer)
+        return math_reward.gold_text(answer)
     if isinstance(answer, str) and answer.strip():
         return answer.strip()
     solution = record.get("solution")

@@ -186,9 +186,14 @@ def verify(completion: str, gold: str | int | float, *, timeout_s: float = DEFAU
     `gold` may be a bare answer (a number from a dataset, a float written out in positional notation)
     or a worked solution ending in `\\boxed{...}` or `#### answer`.
     """
+    text = gold_text(gold)
+    return equivalent(extract_answer(completion), extract_answer(text) or text, timeout_s=timeout_s)
+
+
+def gold_text(gold: str | int | float) -> str:
+    """A dataset's gold answer as text; a float in positional notation (`str(1e-07)` would read as e - 7)."""
     inexact = isinstance(gold, numbers.Real) and not isinstance(gold, numbers.Rational)  # float, numpy floats
-    gold_text = _positional(float(gold)) if inexact else str(gold)
-    return equivalent(extract_answer(completion), extract_answer(gold_text) or gold_text, timeout_s=timeout_s)
+    return _positional(float(gold)) if inexact else str(gold)
 
 
 def _positional(number: float) -> str:
