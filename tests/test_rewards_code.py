@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from r1jax.rewards import code
 
 ISOLATION = code.sandbox_isolation()
-# The program can touch neither the caller's files nor its processes (own uid, or own namespaces).
+# The program can touch neither the caller's processes nor its files under /tmp (own uid, or own namespaces
+# with a private /tmp); with namespaces but no dedicated uid it could write the caller's files elsewhere.
 CONTAINED = ISOLATION.namespaces or ISOLATION.dedicated_uid
 RELAXED_TIMEOUT_S = 10.0  # for programs expected to pass: generous, the CPUs are shared
 HOSTILE_TIMEOUT_S = 1.0
@@ -70,6 +71,17 @@ def test_extract_code_accepts_an_untagged_block_and_ignores_other_languages():
 
 def test_extract_code_ignores_an_unterminated_block():
     assert code.extract_code("```python\nprint(1)\n```\nand then\n```python\nprint(2)") == "print(1)\n"
+
+
+def test_extract_code_takes_an_indented_block_off_its_indentation_and_reads_crlf():
+    assert code.extract_code("1. Read the input:\n   ```python\n   x = 1\n   if x:\n       print(x)\n   ```\n") == \
+        "x = 1\nif x:\n    print(x)\n"
+    assert code.extract_code("```python\r\nx = 1\r\n```\r\n") == "x = 1\r\n"
+
+
+def test_extract_code_reads_a_degenerate_completion_in_one_pass():
+    # Thousands of openings that never close: a regex retrying at each scanned to the end every time.
+    assert code.extract_code("```python\nprint(1)\n```\n" + "```python\nx\n" * 20_000) == "print(1)\n"
 
 
 @given(st.text(alphabet=st.characters(blacklist_characters="`")))
@@ -129,6 +141,11 @@ def test_stdin_stdout_scores_share_of_cases_passed():
 
 def test_plain_code_runs_when_not_a_completion():
     assert code.run_tests(ADD_TWO_NUMBERS, ADDITION_TESTS, from_completion=False, timeout_s=RELAXED_TIMEOUT_S) == 1.0
+
+
+def test_an_input_with_a_lone_surrogate_fails_only_its_own_case():
+    tests = [{"input": "1 \ud800\n", "output": "1\n"}, *ADDITION_TESTS[:1]]
+    assert code.run_tests(ADD_TWO_NUMBERS, tests, from_completion=False, timeout_s=RELAXED_TIMEOUT_S) == 0.5
 
 
 def test_output_comparison_ignores_trailing_whitespace_only():
@@ -693,6 +710,15 @@ HONEST_PROGRAMS = {
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
                 return list(pool.map(lambda value: value + 1, values))
     """), ["assert solve(4) == 8", "assert plus_one([1, 2]) == [2, 3]"]),
+    # Competitive-programming habits: exit() and quit() (site defines them; the supervisor runs
+    # without site), writing to sys.__stdout__; numerical libraries told to start one thread.
+    "exit_quit_and_the_original_streams": (program("""
+        import os, sys
+        n = int(input())
+        print(n + 1, os.environ["OPENBLAS_NUM_THREADS"], os.environ["OMP_NUM_THREADS"], file=sys.__stdout__)
+        exit() if n % 2 else quit(0)
+        print("never")
+    """), [{"input": "1\n", "output": "2 1 1\n"}, {"input": "2\n", "output": "3 1 1\n"}]),
     "truth_of_results": ("import re\ndef digits(text):\n    return re.match(r'\\d+', text)\n", [
         "assert digits('12a') and not digits('a')",
         "assert digits('7').group() == '7'",
@@ -931,6 +957,32 @@ REWARD_HACKS = {
         if any(cls.__module__ == "_ctypes" for cls in object.__subclasses__()):
             raise SystemError("ctypes classes are reachable: they read memory without an audit event")
     """) + WRONG_SOLVE, "exit code 1: AssertionError"),
+    "fork_to_try_answers": Hack(program("""
+        import os
+        def solve(*args):  # each forked copy carries on with one guess; the one whose tests end reports
+            for guess in range(-3, 40):
+                pid = os.fork()
+                if pid == 0:
+                    return guess
+                if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0:
+                    os._exit(0)
+            os._exit(1)
+    """), SANDBOX_PERMISSION + "os.fork is disabled while tests run"),
+    "call_the_tests_again_to_try_answers": Hack(program("""
+        import os, sys
+        def solve(*args):  # the tests' own function, from the frames, rerun with one guess each
+            frame = sys._getframe()
+            while "run_tests" not in frame.f_locals:
+                frame = frame.f_back
+            rerun = frame.f_locals["run_tests"]
+            for guess in range(-3, 40):
+                try:
+                    rerun({"solve": lambda *args: guess})
+                except AssertionError:
+                    continue
+                os._exit(0)  # the rerun ran to the end and reported
+            os._exit(1)
+    """), "exit code 1: StopIteration"),
     "subinterpreter_without_the_audit_hook": Hack(
         "import _xxsubinterpreters\n_xxsubinterpreters.create()\n" + WRONG_SOLVE,
         "exit code 1: RuntimeError: interpreter creation failed"),

@@ -46,15 +46,23 @@ outputs never enter the sandbox. An assert-style case passes only if its process
 per-case token that the statements' own code writes after their last line, which `os._exit`,
 `sys.exit` or printing cannot fake. As the statements share a process with the program, they guard
 themselves against it: the program can neither read nor change their code (nor the token in it),
-nor steer their comparisons with objects that rig `__eq__` and the like (see the runner's docstring).
+nor steer their comparisons with objects that rig `__eq__` and the like (see the runner's docstring),
+nor try answers until one passes: the statements run once (calling them again raises), and an
+assert-style case process cannot fork (a forked copy per guess would do the same).
+Programs run as under `python`: `exit()` and `quit()` exist, `sys.__stdout__` is the captured
+stdout, and OMP/OpenBLAS/MKL are told to use one thread (threads count against `max_processes`).
 
 What remains open: memory is capped per process, not per program (at most `max_processes` x
-`memory_mb`). An in-process test cannot be fully tamper-proof: a determined program can read and
-change what the assert-style statements keep in variables and in the namespace and modules (but
-math) they share with it, and native code (e.g. numpy) or crafted bytecode can read the token from
-memory, as can a process the program starts where there is no dedicated uid. Without namespaces the program can write
-to world-writable host directories; without a dedicated uid it shares the supervisor's uid and could
-tamper with it; with neither, a daemonised descendant can outlive it. Needs Linux >= 5.3.
+`memory_mb`, plus what memfd files hold, which no limit counts). An in-process test cannot be fully
+tamper-proof: a determined program can read and change what the assert-style statements keep in
+variables and in the namespace and modules (but math) they share with it; builtins are protected
+only in statements without `from M import *` and only for names the statements never bind; native
+code (e.g. numpy) or crafted bytecode can read the token from memory, as can a process the program
+starts where there is no dedicated uid. Without namespaces the program can write to world-writable
+host directories; without a dedicated uid it runs as the caller (namespaces without root: a user
+namespace mapping the caller's uid), so it can write whatever the caller may outside the private
+directories and tamper with the supervisor; with neither, a daemonised descendant can outlive it.
+Run as root (dedicated uids) to train on untrusted code. Needs Linux >= 5.3.
 
 Any failure of the machinery gives a score of 0 with the reason in the `CodeRewardResult`; only
 caller bugs (malformed test cases, a non-positive timeout) raise.
@@ -112,7 +120,8 @@ _SETPRIV = shutil.which("setpriv")
 # Added to the program's sys.path: the supervisor runs with -S, which skips site (and its .pth files).
 _SITE_PACKAGES = [d for d in site.getsitepackages() if os.path.isdir(d)]
 _PYTHON_FENCE_TAGS = frozenset({"", "python", "python3", "py", "py3"})
-_FENCED_BLOCK = re.compile(r"^[ \t]*```[ \t]*([^\n`]*)\n(.*?)^[ \t]*```[ \t]*$", re.MULTILINE | re.DOTALL)
+# A fence line: its indentation and its info string (empty on a closing fence).
+_FENCE_LINE = re.compile(r"([ \t]*)```[ \t]*([^`]*?)[ \t\r]*")
 # Wall-clock slack on top of the per-case timeouts before the caller kills the sandbox outright: the
 # supervisor enforces each case's timeout itself, so this only fires if the supervisor is stuck.
 _STARTUP_SLACK_S = 10.0
@@ -201,9 +210,27 @@ class SandboxIsolation:
 
 
 def extract_code(completion: str) -> str | None:
-    """The last fenced Python block of `completion` (an untagged block counts), or None."""
-    blocks = [body for info, body in _FENCED_BLOCK.findall(completion) if _fence_language(info) in _PYTHON_FENCE_TAGS]
-    return blocks[-1] if blocks else None
+    """The last fenced Python block of `completion` (an untagged block counts), or None.
+
+    A block runs from a fence line to the next bare fence line; the opening fence's indentation is taken
+    off its lines (a block inside a Markdown list). One pass over the lines: a block that never closes
+    ends the search, as no later fence could close another.
+    """
+    code, opening = None, None  # opening: (indentation, info string, index of the first body line)
+    lines = completion.split("\n")
+    for index, line in enumerate(lines):
+        fence = _FENCE_LINE.fullmatch(line)
+        if fence is None:
+            continue
+        if opening is None:
+            opening = (fence[1], fence[2], index + 1)
+        elif not fence[2]:
+            indentation, info, first = opening
+            if _fence_language(info) in _PYTHON_FENCE_TAGS:
+                code = "".join((body[len(indentation):] if body.startswith(indentation) else body) + "\n"
+                               for body in lines[first:index])
+            opening = None
+    return code
 
 
 def _fence_language(info: str) -> str:
@@ -480,7 +507,9 @@ def _run_supervisor(
     Either way its whole process group is killed before returning. Output beyond `max_bytes` per
     stream is dropped, so even a misbehaving sandbox cannot exhaust the caller's memory.
     """
-    environment = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
+    environment = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
+                   # Threads count against max_processes: numerical libraries would start one per core.
+                   **dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1")}
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         cwd=workdir, env=environment, start_new_session=True,
