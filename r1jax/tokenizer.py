@@ -319,7 +319,8 @@ class Tokenizer:
         """
         template = _compile_chat_template(self._chat_template(wants_tools=extra_vars.get("tools") is not None))
         # Like transformers, drop None-valued keys: API replies carry `content=None`, which templates print as "None".
-        conversation = [{key: value for key, value in message.items() if value is not None} for message in messages]
+        conversation = [_with_reasoning_aliases({key: value for key, value in message.items() if value is not None})
+                        for message in messages]
         # transformers always passes `tools` and `documents`, so templates that test `tools is not none` see None.
         variables = {"tools": None, "documents": None, **self.special_tokens, **extra_vars}
         text = template.render(**variables, messages=conversation, add_generation_prompt=add_generation_prompt)
@@ -339,6 +340,16 @@ class Tokenizer:
                 f"(it has {sorted(self.chat_templates)})"
             )
         return self.chat_templates["default"]
+
+
+# Keys a message's reasoning comes under, the first found winning; templates read `reasoning_content` (Qwen3,
+# DeepSeek) or `thinking` (gpt-oss), so transformers fills in both.
+_REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")
+
+
+def _with_reasoning_aliases(message: dict[str, Any]) -> dict[str, Any]:
+    reasoning = next((message[key] for key in _REASONING_KEYS if key in message), None)
+    return message if reasoning is None else {"thinking": reasoning, **message, "reasoning_content": reasoning}
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
@@ -371,6 +382,16 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
     special_token_configs = [config]
     if "added_tokens_decoder" not in config:
         special_token_configs.append(_read_json_if_present(directory / SPECIAL_TOKENS_MAP_FILE))
+    if isinstance(backend, _SentencePieceBackend):
+        # transformers appends tokens added after training (e.g. ChatML markers) to the vocabulary; encoding
+        # them as ordinary text would train and sample something else than the model's ids.
+        added = {int(i) for i in config.get("added_tokens_decoder", {})} | set(
+            _read_json_if_present(directory / "added_tokens.json").values())
+        beyond = sorted(i for i in added if i >= backend.vocab_size)
+        if beyond:
+            raise ValueError(f"{directory} adds tokens beyond the sentencepiece model's {backend.vocab_size} pieces "
+                             f"(ids from {beyond[0]}), which only a {HF_TOKENIZER_FILE} can hold here; save the "
+                             "tokenizer with transformers (save_pretrained writes one) and load that")
     return Tokenizer(
         backend,
         source=path,

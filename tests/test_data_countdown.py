@@ -237,6 +237,20 @@ def test_chat_template_prefills_an_open_assistant_turn() -> None:
     assert text.count("<|im_start|>assistant") == 1
 
 
+class _ThinkingChatML(ChatML):
+    """DeepSeek-R1's way: the generation prompt opens the thought itself."""
+
+    def apply_chat_template(self, messages, *, add_generation_prompt=False, **extra_vars):
+        text = super().apply_chat_template(messages, add_generation_prompt=add_generation_prompt, **extra_vars)
+        return text + "<think>\n" if add_generation_prompt else text
+
+
+def test_a_template_that_opens_the_thought_gets_no_second_opening() -> None:
+    text = prompts.countdown_prompt(NUMS, TARGET, template="chat", renderer=_ThinkingChatML())
+    assert text.endswith("<|im_start|>assistant\n<think>\nLet me solve this step by step.\n")
+    assert text.split("<|im_start|>assistant")[-1].count("<think>") == 1
+
+
 def test_prompt_template_errors() -> None:
     with pytest.raises(ValueError, match="renderer"):
         prompts.countdown_prompt(NUMS, TARGET, template="chat")

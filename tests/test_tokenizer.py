@@ -505,6 +505,22 @@ def test_template_environment_features_match_transformers(features_dir: Path) ->
     )
 
 
+def test_reasoning_reaches_templates_under_every_name_as_in_transformers(features_dir: Path, tmp_path: Path) -> None:
+    shutil.copy(features_dir / "tokenizer.json", tmp_path)
+    template = ("{% for m in messages %}{{ m.role }} [{{ m.reasoning_content }}|{{ m.thinking }}] {{ m.content }}\n"
+                "{% endfor %}")
+    config = {"eos_token": "<|endoftext|>", "chat_template": template}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    messages = [{"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "4", "reasoning": "two plus two"},
+                {"role": "assistant", "content": "5", "thinking": "a", "reasoning_content": "b"},
+                {"role": "assistant", "content": "6", "reasoning_content": None, "thinking": "c"}]
+    text = load_tokenizer(tmp_path).apply_chat_template(messages)
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
+    assert text == reference.apply_chat_template(messages, tokenize=False)
+    assert "assistant [two plus two|two plus two] 4" in text
+
+
 def test_raise_exception_in_template_raises_template_error(features_dir: Path) -> None:
     with pytest.raises(jinja2.TemplateError, match="unsupported role: tool"):
         load_tokenizer(features_dir).apply_chat_template([{"role": "tool", "content": "{}"}], max_turns=1)
@@ -551,6 +567,16 @@ def test_missing_chat_template_names_file_and_key(qwen_copy: Path) -> None:
     assert tokenizer.encode("still encodes")
     with pytest.raises(ValueError, match=r"'chat_template' key in tokenizer_config\.json"):
         tokenizer.apply_chat_template(SINGLE_TURN)
+
+
+def test_tokens_added_beyond_a_sentencepiece_model_are_refused(model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    shutil.copy(model_dirs["sentencepiece"] / "tokenizer.model", tmp_path)
+    pieces = load_tokenizer(tmp_path).vocab_size
+    added = {"content": "<|im_start|>", "special": True, "lstrip": False, "rstrip": False, "normalized": False,
+             "single_word": False}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": {str(pieces): added}}))
+    with pytest.raises(ValueError, match=rf"adds tokens beyond the sentencepiece model's {pieces} pieces"):
+        load_tokenizer(tmp_path)
 
 
 def test_malformed_files_are_named(qwen_copy: Path) -> None:

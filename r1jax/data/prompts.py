@@ -25,13 +25,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
-THINK_OPENING = "Let me solve this step by step.\n<think>"
+THINK_TAG = "<think>"
+THINK_OPENING = f"Let me solve this step by step.\n{THINK_TAG}"
 
 TemplateName = Literal["base", "compact", "chat"]
 TEMPLATES: tuple[TemplateName, ...] = ("base", "compact", "chat")
 MATH_TEMPLATES: tuple[TemplateName, ...] = ("base", "chat")
 TASK_TEMPLATES: dict[str, tuple[TemplateName, ...]] = {"countdown": TEMPLATES, "math": MATH_TEMPLATES}
-MATH_THINK_OPENING = "<think>"
+MATH_THINK_OPENING = THINK_TAG
 
 Message = dict[str, str]
 
@@ -102,12 +103,18 @@ def render_chat(messages: Sequence[Message], renderer: ChatTemplateRenderer, **e
 
     Chat templates close every turn they render, so the final assistant turn is not given to the
     template: the rest is rendered with the generation prompt (which opens an assistant turn) and
-    the prefill is appended, as `transformers`' `continue_final_message` would.
+    the prefill is appended. Unlike `transformers`' `continue_final_message` (which renders the turn
+    and cuts after its text), this keeps what the generation prompt adds, e.g. DeepSeek-R1's opening
+    `<think>`; a prefill ending in `<think>` then loses that tag, so the thought opens once.
     """
     *history, last = messages
     if last["role"] != "assistant":
         return renderer.apply_chat_template(messages, add_generation_prompt=True, **extra_vars)
-    return renderer.apply_chat_template(history, add_generation_prompt=True, **extra_vars) + last["content"]
+    opened = renderer.apply_chat_template(history, add_generation_prompt=True, **extra_vars)
+    prefill = last["content"]
+    if opened.rstrip().endswith(THINK_TAG) and prefill.rstrip().endswith(THINK_TAG):
+        prefill = prefill.rstrip()[:-len(THINK_TAG)]
+    return opened + prefill
 
 
 def countdown_prompt(
