@@ -153,7 +153,9 @@ class PreemptionGuard:
     Schedulers send SIGTERM some seconds before killing a job. Saving from inside a signal handler
     could interrupt a step halfway, so the handler only sets `requested`; the loop checks it after
     each step, saves with `force=True`, waits for the save and returns. Previous handlers come back
-    on exit. Must be entered on the main thread (a Python rule for signal handlers).
+    on exit, and an enclosing guard among them (a pipeline's, around its stages) is told of a signal
+    this guard caught, so a signal in a stage's last step still stops the pipeline.
+    Must be entered on the main thread (a Python rule for signal handlers).
 
     On multi-host jobs every process must stop at the same step, though the signal may reach the hosts
     at different ones: the loop asks `stop_agreed()` once per step, which every process answers alike.
@@ -185,6 +187,8 @@ class PreemptionGuard:
         for sig, handler in self._previous.items():
             # None means the old handler was installed outside Python; the default is the closest.
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            if sig == self.received and isinstance(getattr(handler, "__self__", None), PreemptionGuard):
+                handler(sig, None)
         self._previous.clear()
 
 

@@ -311,6 +311,7 @@ def validate(config: ml_collections.ConfigDict, *, known_modes: Iterable[str], n
         validate_config(config)
         return
     _validate_model(config.model)
+    _validate_positions(config)
     try:
         mesh_shape = sharding.resolve_mesh_shape(dict(config.mesh), num_devices)
     except ValueError as e:
@@ -495,8 +496,8 @@ def validate_rewards(config: ml_collections.ConfigDict) -> None:
     for i, entry in enumerate(config.rewards):
         try:
             spec = registry.RewardSpec.from_config(entry)
-            registry.resolve(spec.name)
-        except (KeyError, ValueError, ImportError) as e:
+            registry.BoundReward(spec)  # the name, its keyword arguments and the weight
+        except (KeyError, ValueError, TypeError, ImportError) as e:
             _fail(f"rewards[{i}]", str(e).strip("'\""))
         keys.append(spec.log_key)
     if config.accuracy_reward not in keys:
@@ -538,6 +539,23 @@ def _validate_math_data(math: ml_collections.ConfigDict) -> None:
     for key in ("question_key", "answer_key"):
         if not math[key]:
             _fail(f"data.math.{key}", "is empty; name the JSON field that holds it")
+
+
+def _validate_positions(config: ml_collections.ConfigDict) -> None:
+    """Every generation budget leaves the model's positions room for a prompt (checked here, not after a
+    pretraining stage)."""
+    from r1jax import hf, runtime  # lazily: runtime imports what imports this module
+
+    try:
+        positions = runtime.model_config(config).max_position_embeddings
+    except hf.CheckpointError as e:
+        _fail("model.checkpoint", str(e))
+    for prefix in ("rollout.", "sampling.", ""):
+        section = config.get(prefix[:-1]) if prefix else config
+        budget = section.get("max_new_tokens") if isinstance(section, ml_collections.ConfigDict) else None
+        if isinstance(budget, int) and budget >= positions:
+            _fail(f"{prefix}max_new_tokens", f"{budget} leaves no room for a prompt: the model has {positions} "
+                                             "positions")
 
 
 def _validate_model(model: ml_collections.ConfigDict) -> None:

@@ -186,7 +186,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                f"{widths!r} must be positive integers, e.g. (2, 4)")
     if "budget_forcing" in methods:
         f = config.budget_forcing
-        budgets = tuple(tuple(b) for b in f.budgets)
+        budgets = tuple(tuple(b) if isinstance(b, (tuple, list)) else (b,) for b in f.budgets)
         _check(bool(budgets) and all(len(b) == 2 and 0 <= b[0] <= b[1] and b[1] > 0 for b in budgets),
                "budget_forcing.budgets", f"{budgets!r} must be (min, max) thinking-token pairs with 0 <= min <= max "
                                          "and max > 0, e.g. ((0, 512), (512, 1024))")

@@ -78,6 +78,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     tokenizer = runtime.tokenizer(config, workdir)
     prompts = read_prompts(config.prompts_file)
     encoded = [_encode(tokenizer, p, config.chat_template) for p in prompts]
+    try:  # all of them before the first batch: not a batch's row after earlier batches were written
+        sampler.check_request(model_config, encoded, config.max_new_tokens, config.max_prompt_len or None,
+                              tokenizer.pad_id or 0, tokenizer.eos_ids)
+    except ValueError as e:
+        raise ValueError(f"{config.prompts_file}: {e} (prompts counted from 0)") from None
     request = dict(max_new_tokens=config.max_new_tokens, num_samples=config.num_samples,
                    temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, min_p=config.min_p,
                    eos_ids=tokenizer.eos_ids, stop_strings=tuple(config.stop_strings), tokenizer=tokenizer,

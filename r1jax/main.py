@@ -90,6 +90,8 @@ def main(argv: list[str]) -> None:
         sys.exit(2)
     distributed.silence_other_processes()
     workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
+    config_json = os.path.join(workdir, "config.json")
+    new_workdir = not os.path.exists(config_json)
     problem = prepare_workdir(workdir, config.to_json_best_effort(indent=2), write=distributed.is_main_process(),
                               allow_config_change=_ALLOW_CONFIG_CHANGE.value)
     if problem:
@@ -100,6 +102,11 @@ def main(argv: list[str]) -> None:
     except checkpoint.StoppedBySignal as stopped:  # its progress is saved: the same command continues it
         print(stopped, flush=True)
         sys.exit(checkpoint.STOPPED_EXIT_CODE)
+    except ConfigError as e:  # found by the mode itself: a pipeline checks each stage's config as it starts it
+        if new_workdir and distributed.is_main_process():
+            os.remove(config_json)  # so that the corrected command is not refused as another run's
+        print(f"r1jax: {e}", file=sys.stderr)
+        sys.exit(2)
     summaries = result if isinstance(result, list) else [result]  # the pipeline's: one per stage
     if any(isinstance(summary, dict) and summary.get("stopped") for summary in summaries):
         sys.exit(checkpoint.STOPPED_EXIT_CODE)

@@ -12,7 +12,7 @@ turns `null` back into `nan` (a diverged loss stays visible as a gap in plots; w
 
 Resuming. A run restarted from a checkpoint repeats the steps after it. `resume_step=N` drops the
 JSONL records with `step >= N` and tells TensorBoard to hide its own events from those steps, so
-both show each step once.
+both show each step once; `first_step_to_write` gives N for a run's restored checkpoint (or none).
 """
 
 from __future__ import annotations
@@ -31,6 +31,12 @@ METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 _RESERVED_KEYS = ("step", "time")
+
+
+def first_step_to_write(restored_step: int | None) -> int:
+    """The first step a run (re)writes: the one after its restored checkpoint, or 0 without a checkpoint
+    (a run killed before its first one starts over, and so do its records)."""
+    return 0 if restored_step is None else restored_step + 1
 
 
 class MetricsWriter:

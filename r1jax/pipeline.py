@@ -25,6 +25,7 @@ from typing import Any
 
 import ml_collections
 
+from r1jax import checkpoint
 from r1jax.config import ConfigError, load_config_file, validate
 from r1jax.modes import MODES
 
@@ -97,41 +98,53 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
     `seconds` is wall time; `cpu_seconds` is this process's CPU time (all its threads), the fairer
     figure when other jobs share the machine.
     """
-    import jax
-
     validate_config(config)
     names = {key: str(value) for key, value in config.vars.items()}
     records = []
-    for stage in config.stages:
-        stage_dir = os.path.join(workdir, stage["name"])
-        names[stage["name"]] = stage_dir
-        done_path = os.path.join(stage_dir, DONE_FILE)
-        if os.path.exists(done_path):
-            with open(done_path) as f:
-                records.append(json.load(f))
-            print(f"stage {stage['name']}: finished earlier ({stage_dir})", flush=True)
-            continue
-        stage_cfg = stage_config(stage, names)
-        try:
-            validate(stage_cfg, known_modes=MODES, num_devices=jax.device_count())
-        except ConfigError as e:
-            raise ConfigError(f"stage {stage['name']}: {e}") from None
-        os.makedirs(stage_dir, exist_ok=True)
-        with open(os.path.join(stage_dir, "config.json"), "w") as f:
-            f.write(stage_cfg.to_json_best_effort(indent=2))
-        print(f"stage {stage['name']}: mode {stage_cfg.mode} in {stage_dir}", flush=True)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        summary = importlib.import_module(MODES[stage_cfg.mode]).run(stage_cfg, stage_dir)
-        record = dict(name=stage["name"], mode=stage_cfg.mode, seconds=time.perf_counter() - start,
-                      cpu_seconds=time.process_time() - cpu_start, workdir=stage_dir)
-        if isinstance(summary, dict) and summary.get("stopped"):  # saved on a signal: not finished
-            print(f"stage {stage['name']}: stopped at step {summary['steps']} of {stage_cfg.steps}; the same "
-                  f"command continues it", flush=True)
-            return [*records, dict(record, stopped=True)]
-        with open(done_path + ".partial", "w") as f:
-            json.dump(record, f)
-        os.replace(done_path + ".partial", done_path)
-        records.append(record)
+    with checkpoint.PreemptionGuard() as preemption:  # hears a signal a stage's own guard caught too
+        for stage in config.stages:
+            if preemption.requested:
+                raise checkpoint.StoppedBySignal(f"pipeline stopped by {preemption.received.name} before stage "
+                                                 f"{stage['name']}; the same command continues it")
+            record = _run_stage(stage, names, workdir)
+            records.append(record)
+            if record.get("stopped"):
+                return records
     width = max(len(r["name"]) for r in records)
     print("\n".join(f"{r['name']:<{width}}  {r['mode']:<8}  {r['seconds']:7.0f} s  {r['workdir']}" for r in records))
     return records
+
+
+def _run_stage(stage: Mapping[str, Any], names: dict[str, str], workdir: str) -> dict[str, Any]:
+    """Runs one stage (or reads the record of its earlier finished run); its record, with `stopped` if a
+    signal stopped it. Adds the stage's workdir to `names`."""
+    import jax
+
+    stage_dir = os.path.join(workdir, stage["name"])
+    names[stage["name"]] = stage_dir
+    done_path = os.path.join(stage_dir, DONE_FILE)
+    if os.path.exists(done_path):
+        print(f"stage {stage['name']}: finished earlier ({stage_dir})", flush=True)
+        with open(done_path) as f:
+            return json.load(f)
+    stage_cfg = stage_config(stage, names)
+    try:
+        validate(stage_cfg, known_modes=MODES, num_devices=jax.device_count())
+    except ConfigError as e:
+        raise ConfigError(f"stage {stage['name']}: {e}") from None
+    os.makedirs(stage_dir, exist_ok=True)
+    with open(os.path.join(stage_dir, "config.json"), "w") as f:
+        f.write(stage_cfg.to_json_best_effort(indent=2))
+    print(f"stage {stage['name']}: mode {stage_cfg.mode} in {stage_dir}", flush=True)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    summary = importlib.import_module(MODES[stage_cfg.mode]).run(stage_cfg, stage_dir)
+    record = dict(name=stage["name"], mode=stage_cfg.mode, seconds=time.perf_counter() - start,
+                  cpu_seconds=time.process_time() - cpu_start, workdir=stage_dir)
+    if isinstance(summary, dict) and summary.get("stopped"):  # saved on a signal: not finished
+        print(f"stage {stage['name']}: stopped at step {summary['steps']} of {stage_cfg.steps}; the same "
+              f"command continues it", flush=True)
+        return dict(record, stopped=True)
+    with open(done_path + ".partial", "w") as f:
+        json.dump(record, f)
+    os.replace(done_path + ".partial", done_path)
+    return record

@@ -200,9 +200,10 @@ def _batch_multiple() -> int:
     return sharding.data_parallel_size(dict(mesh.shape), tuple(nn.get_logical_axis_rules()))
 
 
-def _pad_prompts(config: ModelConfig, prompts: Prompts, max_new_tokens: int, max_prompt_len: int | None,
-                 pad_id: int, eos_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Validates the request; returns left-padded `prompts_BxP`, `prompt_lengths_B` and the number of real rows."""
+def check_request(config: ModelConfig, prompts: Prompts, max_new_tokens: int, max_prompt_len: int | None,
+                  pad_id: int, eos_ids: Sequence[int]) -> int:
+    """Raises ValueError for a request `generate` cannot serve (naming the prompt by its index); returns the
+    prompt length the cache leaves room for. For callers that sample in batches: checks them all at once."""
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens <= 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive integer")
     if max_prompt_len is None:
@@ -221,7 +222,13 @@ def _pad_prompts(config: ModelConfig, prompts: Prompts, max_new_tokens: int, max
         _check_ids(prompt, config.vocab_size, f"prompt {i}")
     _check_ids(eos_ids, config.vocab_size, "eos_ids")
     _check_ids([pad_id], config.vocab_size, "pad_id")
+    return max_prompt_len
 
+
+def _pad_prompts(config: ModelConfig, prompts: Prompts, max_new_tokens: int, max_prompt_len: int | None,
+                 pad_id: int, eos_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Validates the request; returns left-padded `prompts_BxP`, `prompt_lengths_B` and the number of real rows."""
+    max_prompt_len = check_request(config, prompts, max_new_tokens, max_prompt_len, pad_id, eos_ids)
     bucket = prompt_bucket(max(len(p) for p in prompts), max_prompt_len)
     multiple = _batch_multiple()
     num_rows = -(-len(prompts) // multiple) * multiple

@@ -682,7 +682,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if restored_step is not None:
         abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings)
         state, _ = _resume(checkpointer, abstract, data_signature)
-    writer = metrics_lib.MetricsWriter(workdir, resume_step=None if restored_step is None else restored_step + 1,
+    writer = metrics_lib.MetricsWriter(workdir, resume_step=metrics_lib.first_step_to_write(restored_step),
                                        enabled=distributed.is_main_process())
     train_step = make_train_step(model_config, optimizer, schedule, state_shardings,
                                  microbatch_size=config.sft.microbatch_size,

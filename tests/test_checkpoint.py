@@ -160,6 +160,18 @@ def test_preemption_guard_sets_flag_and_restores_handlers():
     assert signal.getsignal(signal.SIGINT) is previous_int
 
 
+def test_an_enclosing_guard_hears_the_signal_an_inner_one_caught_and_python_handlers_do_not():
+    with PreemptionGuard() as outer:
+        with PreemptionGuard() as inner:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert inner.requested and outer.requested and outer.received == signal.SIGTERM
+    with PreemptionGuard():  # SIGINT's own handler raises KeyboardInterrupt: not replayed after a saved stop
+        os.kill(os.getpid(), signal.SIGINT)
+    with PreemptionGuard() as outer, PreemptionGuard():
+        pass
+    assert not outer.requested
+
+
 def test_unfinished_temporary_step_is_ignored_and_cleaned(tmp_path):
     with Checkpointer(tmp_path, save_interval_steps=1, max_to_keep=None) as ckpt:
         ckpt.save(1, _small_state(1))

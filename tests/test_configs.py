@@ -225,6 +225,12 @@ def _grpo_smoke(**changes):
     ({"rollout.prompts_per_step": 0}, "config.rollout.prompts_per_step: 0 must be positive"),
     ({"grpo.num_iterations": 0}, "config.grpo.num_iterations: 0 must be positive"),
     ({"grpo.beta": -0.01}, "config.grpo.beta: -0.01 must be >= 0"),
+    ({"rollout.max_new_tokens": 3000}, "config.rollout.max_new_tokens: 3000 leaves no room for a prompt: the model "
+                                       "has 2048 positions"),
+    ({"rewards": ({"name": "countdown", "weight": "a"},)}, "config.rewards[0]: reward 'countdown': weight 'a' is not "
+                                                            "a number"),
+    ({"rewards": ({"name": "countdown", "kwargs": {"bogus": 1}},)}, "config.rewards[0]: reward 'countdown': countdown "
+                                                                     "has no parameters ['bogus']"),
     ({"grpo.epsilon_low": 1.0}, "config.grpo.epsilon_low: 1.0 must be in [0, 1)"),
     ({"grpo.epsilon_high": -0.2}, "config.grpo.epsilon_high: -0.2 must be >= 0"),
     ({"eval.batch_size": 0}, "config.eval.batch_size: 0 must be positive"),

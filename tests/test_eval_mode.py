@@ -257,6 +257,7 @@ def test_command_line_knows_the_mode_and_names_a_bad_key(model_dir, tmp_path):
     ({"verifier": [dict(name="no_such_reward")]}, r"config.verifier\[0\]"),
     ({"beam_search.widths": (2, 0)}, "config.beam_search.widths"),
     ({"budget_forcing.budgets": ((8, 4),)}, "config.budget_forcing.budgets"),
+    ({"budget_forcing.budgets": (0, 16)}, "config.budget_forcing.budgets"),  # one pair, not a tuple of pairs
     ({"budget_forcing.max_answer_tokens": 0}, "config.budget_forcing.max_answer_tokens"),
     ({"stop_strings": ("",)}, "config.stop_strings"),
 ])

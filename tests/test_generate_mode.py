@@ -122,6 +122,13 @@ def test_prompt_files_give_their_prompts_in_order(tmp_path):
     assert generate.read_prompts(str(tmp_path / "p.txt")) == ["first line", "  second"]
 
 
+def test_a_prompt_too_long_for_the_cache_is_named_before_anything_is_written(model_dir, prompts_file, tmp_path):
+    config = _config(model_dir, prompts_file, max_prompt_len=10)  # the third prompt has more tokens
+    with pytest.raises(ValueError, match=rf"{prompts_file}: prompt 2 has \d+ tokens, more than max_prompt_len=10"):
+        generate.run(config, str(tmp_path))
+    assert not (tmp_path / config.output_file).exists() or not (tmp_path / config.output_file).read_text()
+
+
 def test_output_file_in_a_new_folder(model_dir, prompts_file, tmp_path):
     config = _config(model_dir, prompts_file, "greedy", max_new_tokens=2, output_file="sub/out.jsonl")
     assert generate.run(config, str(tmp_path)) == str(tmp_path / "sub" / "out.jsonl")

@@ -157,6 +157,11 @@ def test_a_killed_run_resumes_to_the_same_parameters_as_an_uninterrupted_one(tmp
     assert rerun["first_eval"] == {k: v for k, v in records[0].items() if k.startswith("eval/")}
     assert rerun["final_eval"] == {k: v for k, v in last.items() if k.startswith("eval/")}
 
+    # Continued with fewer updates per step (main's --allow_config_change): counted from the checkpoint.
+    longer = trainer.GRPORun(_smoke_config(steps=5, **{"grpo.num_iterations": 1}), str(killed_dir))
+    assert longer.start_step == 4 and longer.run()["steps"] == 5
+    assert [r["step"] for r in metrics_lib.read_metrics(str(killed_dir / "metrics.jsonl"))][-2:] == [4, 5]
+
 
 def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
     run = trainer.GRPORun(_smoke_config(steps=3), str(tmp_path))
@@ -220,3 +225,18 @@ def test_dynamic_sampling_keeps_informative_groups_and_counts_each_round_once(tm
     assert (batch.generate_seconds, batch.score_seconds) == (30.0, 3.0)
     groups = batch.total_rewards.reshape(P, G)
     assert np.all(groups.max(1) > groups.min(1))  # P // 2 informative groups from rounds 1 and 3 each
+
+
+def test_a_signal_during_the_first_evaluation_stops_before_step_one(tmp_path, monkeypatch):
+    import signal
+
+    run = trainer.GRPORun(_smoke_config(), str(tmp_path))
+
+    def evaluate_then_sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler sends during a long first evaluation
+        return {"eval/accuracy": 0.5}
+
+    monkeypatch.setattr(run, "evaluate", evaluate_then_sigterm)
+    summary = run.run()
+    assert summary["steps"] == 0 and summary["first_eval"] == {"eval/accuracy": 0.5}
+    assert run.checkpointer.latest_step() is None

@@ -81,6 +81,15 @@ def test_cli_rejects_a_bad_config_with_exit_code_2_and_writes_nothing(tmp_path):
     assert not workdir.exists()
 
 
+def test_a_pipeline_stage_with_a_bad_config_is_one_line_and_the_corrected_command_is_not_refused(tmp_path):
+    workdir = tmp_path / "run"
+    pipeline = os.path.join(REPO, "configs", "r1_pipeline_tiny.py")
+    result = _run_cli("--config", pipeline, "--workdir", str(workdir), "--config.vars.base=/no/such/base", cwd=REPO)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("r1jax: ") and "/no/such/base" in result.stderr
+    assert not (workdir / "config.json").exists()  # nothing ran: another value is a new run, not a changed one
+
+
 @pytest.mark.parametrize("dotted,expected", [
     ("grpo.beta", None),
     ("model.checkpoint", None),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from tensorboardX.proto import event_pb2
 
-from r1jax.metrics import MetricsWriter, read_metrics
+from r1jax.metrics import MetricsWriter, first_step_to_write, read_metrics
 from r1jax.plotting import PANEL_INCHES, DPI, default_keys, plot_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,6 +101,15 @@ def test_without_tensorboard_and_bad_values(tmp_path):
     assert [r["ok"] for r in read_metrics(tmp_path)] == [1]
 
 
+def test_a_run_killed_before_its_first_checkpoint_rewrites_every_step_once(tmp_path):
+    with MetricsWriter(tmp_path, resume_step=first_step_to_write(None)) as writer:
+        for step in range(3):
+            writer.write(step, {"loss": float(step)})
+    with MetricsWriter(tmp_path, resume_step=first_step_to_write(None)) as writer:  # no checkpoint: from 0
+        writer.write(0, {"loss": 10.0})
+    assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [(0, 10.0)]
+
+
 def test_resume_drops_repeated_steps_and_survives_a_cut_line(tmp_path):
     with MetricsWriter(tmp_path) as writer:
         for step in range(1, 6):
@@ -111,7 +120,7 @@ def test_resume_drops_repeated_steps_and_survives_a_cut_line(tmp_path):
         assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4, 5]
 
     # Restarted from the checkpoint of step 3: steps 4 and on are done again.
-    with MetricsWriter(tmp_path, resume_step=4) as writer:
+    with MetricsWriter(tmp_path, resume_step=first_step_to_write(3)) as writer:
         writer.write(4, {"loss": 40.0})
     assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
     purges = [e.step for e in _read_events(tmp_path) if e.HasField("session_log")]

@@ -75,6 +75,26 @@ def test_a_stage_stopped_by_a_signal_ends_the_pipeline_unfinished(tmp_path, monk
     assert not (tmp_path / "a" / pipeline.DONE_FILE).exists()  # the rerun continues stage a
 
 
+def test_a_signal_caught_by_a_finished_stage_stops_the_pipeline_before_the_next(tmp_path, monkeypatch):
+    import signal
+
+    from r1jax import checkpoint, sft
+
+    runs = []
+
+    def sft_run_signalled_in_its_last_step(stage_config, workdir):
+        runs.append(workdir)
+        with checkpoint.PreemptionGuard():  # the stage's own guard: it finishes its last step and returns
+            os.kill(os.getpid(), signal.SIGTERM)
+        return {"steps": 3}
+
+    monkeypatch.setattr(sft, "run", sft_run_signalled_in_its_last_step)
+    config = _pipeline({"name": "a", "config": SFT}, {"name": "b", "config": SFT})
+    with pytest.raises(checkpoint.StoppedBySignal, match="pipeline stopped by SIGTERM before stage b"):
+        pipeline.run(config, str(tmp_path))
+    assert runs == [str(tmp_path / "a")] and (tmp_path / "a" / pipeline.DONE_FILE).exists()
+
+
 def _correct_traces(path, pipeline_config):
     """A solution per problem of the smoke pipeline's first 16 training problems, as another model's outputs."""
     import random

@@ -97,12 +97,15 @@ class RewardSpec:
         return cls(**entry)
 
 
-class _BoundReward:
+class BoundReward:
     """A resolved reward with its fixed kwargs, and the namespace names its other parameters read."""
 
     def __init__(self, spec: RewardSpec) -> None:
         self.key = spec.log_key
-        self.weight = float(spec.weight)
+        try:
+            self.weight = float(spec.weight)
+        except (TypeError, ValueError):
+            raise ValueError(f"reward {self.key!r}: weight {spec.weight!r} is not a number") from None
         self.fn = resolve(spec.name)
         self.kwargs = dict(spec.kwargs)
         parameters = inspect.signature(self.fn).parameters
@@ -148,7 +151,7 @@ class BatchScores:
 
 
 def _score_completions(
-    rewards: Sequence[_BoundReward],
+    rewards: Sequence[BoundReward],
     completions: Sequence[str],
     examples: Sequence[Mapping[str, Any]],
     lengths: Sequence[int] | None,
@@ -185,7 +188,7 @@ class RewardSet:
         keys = [spec.log_key for spec in specs]
         if len(set(keys)) != len(keys):
             raise ValueError(f"duplicate reward keys {keys}; give repeated rewards distinct `key`s")
-        self.rewards = [_BoundReward(spec) for spec in specs]
+        self.rewards = [BoundReward(spec) for spec in specs]
         self.num_workers = num_workers
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 

@@ -233,6 +233,8 @@ class GRPORun:
             max_to_keep=config.keep_checkpoints)
         self.data_position = 0
         restored_step = self.checkpointer.latest_step()
+        # Counted from the checkpoint, not the optimizer: --allow_config_change may change updates per step.
+        self.start_step = restored_step or 0
         if restored_step is not None:
             abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
                                     self.state_shardings)
@@ -242,7 +244,7 @@ class GRPORun:
         self.state = state
         # A resumed run rewrites the steps after its checkpoint; drop their earlier records.
         self.writer = metrics_lib.MetricsWriter(
-            workdir, resume_step=None if restored_step is None else restored_step + 1,
+            workdir, resume_step=metrics_lib.first_step_to_write(restored_step),
             enabled=distributed.is_main_process())
         self.train_step = make_train_step(self.model_config, config, self.optimizer, self.schedule,
                                           self.state_shardings)
@@ -393,15 +395,18 @@ class GRPORun:
 
     def run(self) -> dict[str, Any]:
         c = self.config
-        step = int(self.state["step"]) // self._updates_per_step()
+        step = self.start_step
         first_eval = None
-        if step == 0:
-            first_eval = self.evaluate()
-            self.writer.write(0, first_eval)
-            print(_format_metrics(0, first_eval))
         last_eval: dict[str, float] = {}
         try:
             with checkpoint_lib.PreemptionGuard() as preemption:
+                if step == 0:
+                    first_eval = self.evaluate()
+                    self.writer.write(0, first_eval)
+                    print(_format_metrics(0, first_eval))
+                    if preemption.stop_agreed():  # nothing trained yet: the next run starts over
+                        print("preempted during the first evaluation, exiting")
+                        return {"first_eval": first_eval, "final_eval": last_eval, "steps": 0}
                 while step < c.steps:
                     step += 1
                     last_eval = self._step(step) or last_eval
