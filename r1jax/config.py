@@ -374,6 +374,9 @@ def validate_output_file(config: ml_collections.ConfigDict) -> None:
     """`config.output_file`: a file name, under the workdir (its folders are made as needed)."""
     if os.path.basename(config.output_file) in ("", ".", ".."):
         _fail("output_file", f"{config.output_file!r} names no file; give a file name, relative to the workdir")
+    if os.path.isabs(config.output_file) or ".." in config.output_file.replace("\\", "/").split("/"):
+        _fail("output_file", f"{config.output_file!r} leaves the workdir; give a path relative to it (the workdir "
+                             "keeps what a continued run needs beside it)")
 
 
 def validate_tokenizer(config: ml_collections.ConfigDict) -> None:

@@ -120,7 +120,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if not problem:
         try:
             return app.parse_flags_with_usage(argv)
-        except (AttributeError, KeyError, TypeError):  # what ml_collections raises for such an override
+        except (AttributeError, KeyError, TypeError, ValueError):  # what ml_collections raises for such an override
             problem = config_file and _unknown_override(config_file, argv)
             if not problem:
                 raise

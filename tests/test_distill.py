@@ -292,6 +292,8 @@ def test_a_real_teacher_samples_k_completions_of_each_prompt(data_dir, tmp_path)
     ({"data.template": "chatty"}, "config.data.template"),
     ({"output_file": ""}, "config.output_file"),
     ({"output_file": "sub/"}, "config.output_file"),
+    ({"output_file": "/tmp/elsewhere.jsonl"}, "config.output_file"),
+    ({"output_file": "../elsewhere.jsonl"}, "config.output_file"),
     ({"data.countdown.min_count": 5}, "config.data.countdown"),
     ({"journey.min_wrong": 3}, "config.journey.min_wrong"),
     ({"journey.transition": None}, "config.journey.transition"),

@@ -103,12 +103,18 @@ def test_an_override_naming_no_field_is_explained(dotted, expected):
     assert unknown_override(load_config_file(os.path.join(REPO, "configs", "countdown_tiny.py")), dotted) == expected
 
 
-def test_cli_rejects_an_unknown_override_in_one_line_with_exit_code_2(tmp_path):
+@pytest.mark.parametrize("override,message", [
+    ("--config.checkpoint=/some/model", "--config.checkpoint: the config has no field 'checkpoint'; did you mean "
+                                        "--config.model.checkpoint?"),
+    # An element of a tuple: ml_collections cannot even parse the path.
+    ("--config.stop_strings.0=x", "--config.stop_strings.0: config.stop_strings is a tuple, not a section; "
+                                  "set --config.stop_strings=..."),
+])
+def test_cli_rejects_an_unknown_override_in_one_line_with_exit_code_2(tmp_path, override, message):
     result = _run_cli("--config", os.path.join(REPO, "configs", "generate.py") + ":greedy", "--workdir",
-                      str(tmp_path / "run"), "--config.checkpoint=/some/model", cwd=REPO)
+                      str(tmp_path / "run"), override, cwd=REPO)
     assert result.returncode == 2
-    assert result.stderr.strip() == ("r1jax: --config.checkpoint: the config has no field 'checkpoint'; "
-                                     "did you mean --config.model.checkpoint?")
+    assert result.stderr.strip() == f"r1jax: {message}"
     assert not (tmp_path / "run").exists()
 
 
