@@ -144,7 +144,10 @@ def detours(candidates: Sequence[Candidate], wrong: Sequence[bool], ends: Sequen
     chosen = []
     for end in ends:
         prompt_id = candidates[end].prompt_id
-        distinct = list({candidates[i].completion: i for i in reversed(by_prompt.get(prompt_id, []))}.values())[::-1]
+        first_of_text: dict[str, int] = {}
+        for i in by_prompt.get(prompt_id, []):
+            first_of_text.setdefault(candidates[i].completion, i)
+        distinct = list(first_of_text.values())
         rng = random.Random(f"journey-{seed}-{prompt_id}")
         count = min(rng.randint(min_wrong, max_wrong), len(distinct))
         chosen.append(sorted(rng.sample(distinct, count), key=lambda i: candidates[i].sample))
