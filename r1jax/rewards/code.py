@@ -125,6 +125,7 @@ _FENCE_LINE = re.compile(r"([ \t]*)```[ \t]*([^`]*?)[ \t\r]*")
 # Wall-clock slack on top of the per-case timeouts before the caller kills the sandbox outright: the
 # supervisor enforces each case's timeout itself, so this only fires if the supervisor is stuck.
 _STARTUP_SLACK_S = 10.0
+_KILL_WAIT_S = 2.0
 _PER_CASE_SLACK_S = 1.0
 
 
@@ -461,8 +462,10 @@ def _run_in_sandbox(
                 command, workdir, wall_limit_s, max_bytes=len(cases) * (2 * limits.max_output_bytes + 65536) + 65536
             )
         finally:
-            if uid is not None and not isolation.namespaces:
-                _kill_processes_of(uid)  # descendants that left the process group; a PID namespace needs no help
+            if uid is not None:
+                # Descendants that left the process group; and in a PID namespace, the processes the kernel is
+                # still tearing down after the launcher was reaped. None outlives the call.
+                _kill_processes_of(uid)
     finally:
         _remove_tree(workdir)
     records = _parse_case_runs(stdout)
@@ -538,16 +541,25 @@ def _run_supervisor(
 
 
 def _kill_processes_of(uid: int) -> None:
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as status:
-                real_uid = next(int(line.split()[1]) for line in status if line.startswith("Uid:"))
-            if real_uid == uid:
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, StopIteration, ValueError):
-            continue  # gone meanwhile
+    """SIGKILLs the live processes of `uid` until there are none (zombies are dead), for at most
+    _KILL_WAIT_S: SIGKILL is delivered asynchronously."""
+    deadline = time.monotonic() + _KILL_WAIT_S
+    while True:
+        found = False
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as status:
+                    fields = dict(line.split(":", 1) for line in status if ":" in line)
+                if int(fields["Uid"].split()[0]) == uid and fields["State"].split()[0] != "Z":
+                    found = True
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, KeyError, IndexError, ValueError):
+                continue  # gone meanwhile
+        if not found or time.monotonic() > deadline:
+            return
+        time.sleep(0.005)
 
 
 def _remove_tree(path: str) -> None:
