@@ -72,6 +72,9 @@ EQUIVALENT = [
     ("\\tan^{-1} 2", "\\arctan 2"), ("\\sin^{-1}(1/2)", "\\frac{\\pi}{6}"), ("\\frac{1}{\\tan 2}", "\\cot 2"),
     ("10^{400} y = 2 \\cdot 10^{400} x", "y = 2x"),  # a huge exact ratio
     ("-5\\%", "-5"), ("-5\\%", "-0.05"), ("-0.05", "-5\\%"),
+    ("\\text{No}", "no"), ("No", "\\text{NO}"), ("\\text{no}", "\\textbf{No}"),  # the two-letter answer word
+    ("\\text{A}, \\text{C}", "C, A"), ("\\text{(A)}, \\text{(C)}", "\\text{C} and \\text{A}"),  # choices
+    ("15000000000", "1.5e10"), ("1.5 \\times 10^{10}", "1.5E+10"), ("0.3", "3e-1"), ("2e", "2 e"),  # scientific
 ]
 NOT_EQUIVALENT = [
     ("\\frac{1}{3}", "0.333333"), ("\\frac{1}{3}", "0.33"), ("\\pi", "3.14159"), ("\\sqrt{2}", "1.4142"),
@@ -88,6 +91,9 @@ NOT_EQUIVALENT = [
     ("\\cot 2", "\\tan^{-1} 2"),  # ... unless an absolute value asks for signs
     ("-5\\%", "5"), ("-5\\%", "0.05"),
     ("y = 10^{400}", "y = \\pi x"), ("y = 10^{-400}", "y = \\pi x"),  # overflow or underflow: not equal, no error
+    ("\\text{No}", "\\text{Yes}"), ("\\text{No}", "\\text{N}"), ("\\text{No}", "\\text{On}"),
+    ("\\text{A}, \\text{C}", "\\text{A}"), ("\\text{A}, \\text{C}", "A, B"),  # one of the two, another pair
+    ("0.3", "3e - 1"), ("0.3", "3e^{-1}"), ("5", "5e99999"),  # Euler's number, or an exponent past exact bounds
 ]
 
 

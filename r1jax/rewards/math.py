@@ -18,8 +18,10 @@ by value, not by sympy simplification:
     top-level comma lists, `\\pm`) ignore order; `x = 3` against `3` compares the assigned value;
   * LaTeX spacing, `\\left`/`\\right`, `$`, degrees and `\\text{...}` units are ignored, as are
     unit words after a space or a few units glued to the number (`5cm`; `2ab` is a product); answers
-    that are words (`\\text{Monday}`) compare as case-folded text; a scale word after a number
-    multiplies it (`5 million`); `a:b` (a ratio, a time) is the pair `(a, b)`, so `6:8` is not `3:4`.
+    that are words (`\\text{Monday}`, `\\text{No}`, `no`) compare as case-folded text; `\\text{A}, \\text{C}`
+    is the set of choices A and C; a scale word after a number multiplies it (`5 million`); `1.5e10`
+    is scientific notation (`3e - 1` and `3e^2` use Euler's number); `a:b` (a ratio, a time) is the
+    pair `(a, b)`, so `6:8` is not `3:4`.
 
 Every check is bounded without signals or subprocesses, so it works from any thread: answers longer
 than MAX_ANSWER_CHARS or nested deeper than MAX_NESTING are rejected, exact integers are capped at
@@ -52,6 +54,7 @@ _MAX_FACTORIAL = 1000
 _MAX_BINOMIAL = 10_000
 _MAX_EXACT_ROOT = 64
 _MAX_PLUS_MINUS = 3
+_MAX_DECIMAL_EXPONENT = 4000  # 10^4000 needs 13,288 bits, within MAX_EXACT_BITS
 _POINTS_WITH_VARIABLES = 3
 _POINTS_WITH_SIGNS = 3
 
@@ -242,6 +245,12 @@ _BARE_FUNCTION = re.compile(
 _ENVIRONMENT = re.compile(r"\\(?:begin|end)\s*\{[A-Za-z*]*\}")
 _WORD = re.compile(r"(?<![A-Za-z\\])[A-Za-z]{3,}")
 _NOT_ALPHANUMERIC = re.compile(r"[^a-z0-9]")
+_TWO_LETTERS = re.compile(r"[A-Za-z]{2}")
+_DIGIT = re.compile(r"[0-9]")
+_NO = re.compile(r"[Nn]o|NO")  # the one two-letter answer word; other letter pairs are products ("ab")
+# A lone capital in \text (or "(C)"), at the start or after a comma or "and", is a multiple-choice letter.
+_CHOICE_LETTER = re.compile(r"\(?([A-Z])\)?")
+_BEFORE_CHOICE = re.compile(r"(?:^|,|(?<![A-Za-z])and|\\text\s*\{\s*and\s*\})\s*$")
 _MATH_DELIMITERS = (("\\(", "\\)"), ("\\[", "\\]"))
 _MATH_THOUSANDS = re.compile(r",\\!\s*")
 
@@ -256,10 +265,10 @@ def _parse(answer: str) -> Node | None:
 @functools.lru_cache(maxsize=8192)  # gold answers repeat across a group's completions
 def _parse_bounded(answer: str) -> Node | None:
     try:
-        text = _normalize(answer)
+        text, is_words = _normalize(answer)
         if not text:
             return None
-        if _WORD.search(_ENVIRONMENT.sub("", text)):
+        if is_words:
             return ("text", _NOT_ALPHANUMERIC.sub("", text.lower()))
         return _Parser(_tokenize(text)).answer()
     except (_Unparseable, ValueError):  # ValueError: a number literal Fraction() refuses
@@ -278,23 +287,29 @@ def _scale(words: Sequence[str]) -> str:
 
 
 def _text_outside_math(match: re.Match[str]) -> str:
-    """`\text{...}` inside math holds units ("5\text{ cm}", dropped), a scale ("5\text{ million}") or joins
-    answers ("1\text{ and }2")."""
+    """`\text{...}` inside math holds units ("5\text{ cm}", dropped), a scale ("5\text{ million}"), joins
+    answers ("1\text{ and }2") or is one of several choices ("\text{A}, \text{(C)}")."""
+    choice = _CHOICE_LETTER.fullmatch(match[1].strip())
+    if choice and _BEFORE_CHOICE.search(match.string, 0, match.start()):
+        return choice[1]
     words = match[1].split()
     if "or" in words:
         raise _Unparseable("a hedged answer such as 3 \\text{ or } 5")
     return "," if words == ["and"] else _scale(words) + " "
 
 
-def _normalize(answer: str) -> str:
+def _normalize(answer: str) -> tuple[str, bool]:
+    """The answer as plain math text, and whether it is words (compared as text, not parsed)."""
     text = answer.translate(_UNICODE_MATH).strip()
     for opening, closing in _MATH_DELIMITERS:
         if text.startswith(opening) and text.endswith(closing):
             text = text[len(opening) : -len(closing)]
     text = text.replace("\\$", "").replace("$", "").strip()
     whole_text = _TEXT_COMMAND.fullmatch(text)
-    if whole_text:  # \text{Monday}, \text{(C)}: the words are the answer
+    if whole_text:  # \text{Monday}, \text{No}, \text{(C)}: the words are the answer
         text = whole_text[1]
+        if _TWO_LETTERS.search(text) and not _DIGIT.search(text):
+            return text, True
     text = _TEXT_COMMAND.sub(_text_outside_math, text)
     text = _FONT_COMMAND.sub("", _ROMAN_UNIT.sub(" ", text))
     text = _MATH_THOUSANDS.sub(",", _DEGREES.sub("", text).replace("{,}", ","))  # 10{,}000, MATH's 10,\! 000
@@ -303,9 +318,11 @@ def _normalize(answer: str) -> str:
     text = text.strip().rstrip(".").strip()
     number_with_unit = _NUMBER_THEN_WORDS.fullmatch(text)
     if number_with_unit:
-        return number_with_unit[1] + _scale(text[number_with_unit.end(1):].split())
+        return number_with_unit[1] + _scale(text[number_with_unit.end(1):].split()), False
+    if _WORD.search(_ENVIRONMENT.sub("", text)) or _NO.fullmatch(text):
+        return text, True
     pair = _PAIR_WITH_COLON.fullmatch(text)
-    return f"({pair[1]},{pair[2]})" if pair else text
+    return (f"({pair[1]},{pair[2]})" if pair else text), False
 
 
 # --------------------------------------------------------------------------- tokens
@@ -317,6 +334,7 @@ _TOKEN = re.compile(
       (?P<skip>\s+|~|\\(?:left|right|[bB]igg?[lr]?)(?![A-Za-z])\.?
         |\\(?:displaystyle|textstyle|quad|qquad|limits)(?![A-Za-z])|\\[,;:!\ ])
     | (?P<grouped>[1-9][0-9]{0,2}(?:,[0-9]{3})+(?![0-9])(?:\.[0-9]+)?)
+    | (?P<scientific>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+(?![0-9A-Za-z.]))
     | (?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)
     | (?P<cmd>\\(?:[A-Za-z]+|[{}|%\\]))
     | (?P<name>[A-Za-z])
@@ -352,6 +370,10 @@ def _tokenize(text: str) -> list[Token]:
         position = match.end()
         if kind == "skip":
             continue
+        if kind == "scientific":  # 1.5e10, 3e-1 as programs write them; "3e - 1" and "3e^2" use Euler's e
+            if abs(int(re.split("[eE]", value)[1])) > _MAX_DECIMAL_EXPONENT:
+                raise _Unparseable("an exponent beyond exact arithmetic")
+            kind = "num"
         if kind == "grouped":
             if depth > 0:  # "(1,234)" is a pair: only top-level commas group thousands
                 value = value[: value.index(",")]
