@@ -23,6 +23,7 @@ start (`cleanup_tmp_directories`). tests/test_checkpoint.py SIGKILLs a child dur
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import types
@@ -34,6 +35,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
+
+from r1jax.data import records
 
 PyTree = Any
 
@@ -207,3 +210,29 @@ def batch_starts(total: int, batch_size: int, *, first_batch: int = 0, preemptio
             raise StoppedBySignal(f"{what} stopped by {preemption.received.name} after {first} of {total} {unit}; "
                                   f"{then}")
         yield first
+
+
+_SHOWN_CONFIG_CHANGES = 5
+
+
+def prepare_workdir(workdir: str, config_json: str, *, write: bool, allow_config_change: bool) -> str | None:
+    """Creates `workdir` and saves the config there (if `write`); the problem if it cannot, or if the workdir
+    holds a run of another config (unless `allow_config_change`): resuming it would mix two runs."""
+    path = os.path.join(workdir, "config.json")
+    try:
+        if os.path.isfile(path) and not allow_config_change:
+            with open(path) as f:
+                changes = records.json_changes(json.load(f), json.loads(config_json))
+            if changes:
+                shown = "; ".join(changes[:_SHOWN_CONFIG_CHANGES])
+                shown += "; ..." if len(changes) > _SHOWN_CONFIG_CHANGES else ""
+                return (f"{workdir} holds a run of another config ({shown}); use another workdir, or "
+                        f"--allow_config_change to continue that run with this config")
+        os.makedirs(workdir, exist_ok=True)
+        if write:  # beside, then renamed: the other processes of a job may be reading it
+            with open(path + ".partial", "w") as f:
+                f.write(config_json)
+            os.replace(path + ".partial", path)
+    except (OSError, ValueError) as e:  # ValueError: a config.json that is not JSON
+        return f"{workdir}: {e}"
+    return None

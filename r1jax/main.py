@@ -8,7 +8,6 @@ those functions directly.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 
@@ -16,7 +15,6 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from r1jax.data import records
 from r1jax.modes import MODES
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally ':variant'.",
@@ -34,35 +32,11 @@ _CPU_DEVICES = flags.DEFINE_integer(
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_boolean(
     "allow_config_change", False, "Resume the run in --workdir although its config.json differs from this config.")
 
-_SHOWN_CHANGES = 5
-
 
 def default_workdir(config_file: str) -> str:
     """`workdir/<config name>`, with the variant: `configs/x.py:smoke` -> `workdir/x_smoke`."""
     name, _, variant = os.path.basename(config_file).partition(":")
     return os.path.join("workdir", "_".join([os.path.splitext(name)[0], *filter(None, variant.split(","))]))
-
-
-def prepare_workdir(workdir: str, config_json: str, *, write: bool, allow_config_change: bool) -> str | None:
-    """Creates `workdir` and saves the config there (if `write`); the problem if it cannot, or if the workdir
-    holds a run of another config (unless `allow_config_change`): resuming it would mix two runs."""
-    path = os.path.join(workdir, "config.json")
-    try:
-        if os.path.isfile(path) and not allow_config_change:
-            with open(path) as f:
-                changes = records.json_changes(json.load(f), json.loads(config_json))
-            if changes:
-                shown = "; ".join(changes[:_SHOWN_CHANGES]) + ("; ..." if len(changes) > _SHOWN_CHANGES else "")
-                return (f"--workdir {workdir} holds a run of another config ({shown}); give another --workdir, "
-                        f"or --allow_config_change to continue that run with this config")
-        os.makedirs(workdir, exist_ok=True)
-        if write:  # beside, then renamed: the other processes of a job may be reading it
-            with open(path + ".partial", "w") as f:
-                f.write(config_json)
-            os.replace(path + ".partial", path)
-    except (OSError, ValueError) as e:  # ValueError: a config.json that is not JSON
-        return f"--workdir {workdir}: {e}"
-    return None
 
 
 def main(argv: list[str]) -> None:
@@ -92,13 +66,15 @@ def main(argv: list[str]) -> None:
     workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
     config_json = os.path.join(workdir, "config.json")
     new_workdir = not os.path.exists(config_json)
-    problem = prepare_workdir(workdir, config.to_json_best_effort(indent=2), write=distributed.is_main_process(),
-                              allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+    problem = checkpoint.prepare_workdir(workdir, config.to_json_best_effort(indent=2), write=distributed.is_main_process(),
+                                         allow_config_change=_ALLOW_CONFIG_CHANGE.value)
     if problem:
         print(f"r1jax: {problem}", file=sys.stderr)
         sys.exit(2)
     try:
-        result = importlib.import_module(MODES[config.mode]).run(config, workdir)
+        # A pipeline compares each stage's config with the one its unfinished stage started with.
+        extra = dict(allow_config_change=_ALLOW_CONFIG_CHANGE.value) if config.mode == "pipeline" else {}
+        result = importlib.import_module(MODES[config.mode]).run(config, workdir, **extra)
     except checkpoint.StoppedBySignal as stopped:  # its progress is saved: the same command continues it
         print(stopped, flush=True)
         sys.exit(checkpoint.STOPPED_EXIT_CODE)

@@ -6,11 +6,14 @@ DeepSeek-R1 chains cold-start SFT, RL, rejection sampling, SFT and RL again; a p
 chain as a list of stages. A stage is a config file (`configs/x.py[:variant]`, relative to the current
 directory, as `--config` takes it) and overrides of its keys. An override's string value may name
 `{stage}`, an earlier stage's workdir, or `{var}`, a value of the pipeline's `vars`:
-`model.checkpoint='{rl}/hf_export'`, `data.train_file='{rejection}/distill.jsonl'`.
+`model.checkpoint='{rl}/hf_export'`, `data.train_file='{rejection}/distill.jsonl'`; `{{text}}` is the
+literal `{text}`.
 
 Stage `name` runs in `<workdir>/<name>`. A finished stage leaves `stage.json` there (its mode and wall
 time), so running the same command again skips the finished stages and reruns the unfinished one in its
-workdir, where it resumes from its own checkpoints.
+workdir, where it resumes from its own checkpoints. Its config must be the one it started with (its
+`config.json` there): a stage config file edited since is refused, as `main` refuses a workdir of another
+run, unless `--allow_config_change`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from r1jax.config import ConfigError, load_config_file, validate
 from r1jax.modes import MODES
 
 STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
+PLACEHOLDER = re.compile(r"\{(\{[A-Za-z][A-Za-z0-9_]*\})\}|\{([A-Za-z][A-Za-z0-9_]*)\}")  # {{text}}, or {name}
 DONE_FILE = "stage.json"
 
 
@@ -66,8 +69,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"{where}.config: its mode {mode!r} cannot be a stage; use one of "
                               f"{', '.join(sorted(set(MODES) - {'pipeline'}))}")
         for key, value in dict(stage.get("overrides", {})).items():
-            for placeholder in PLACEHOLDER.findall(value) if isinstance(value, str) else ():
-                if placeholder not in known:
+            for _, placeholder in PLACEHOLDER.findall(value) if isinstance(value, str) else ():
+                if placeholder and placeholder not in known:
                     raise ConfigError(f"{where}.overrides[{key!r}]: {{{placeholder}}} is neither an earlier stage "
                                       f"nor a var; known: {sorted(known)}")
         known.add(name)
@@ -79,7 +82,7 @@ def stage_config(stage: Mapping[str, Any], names: Mapping[str, str]) -> ml_colle
     config.lock()  # an override naming no field is an error, not a new field
     for key, value in dict(stage.get("overrides", {})).items():
         if isinstance(value, str):
-            value = PLACEHOLDER.sub(lambda m: names[m.group(1)], value)
+            value = PLACEHOLDER.sub(lambda m: m.group(1) or names[m.group(2)], value)
         try:
             config.update_from_flattened_dict({key: value})
         except (KeyError, AttributeError, TypeError) as e:
@@ -89,8 +92,11 @@ def stage_config(stage: Mapping[str, Any], names: Mapping[str, str]) -> ml_colle
     return config
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+def run(config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False
+        ) -> list[dict[str, Any]]:
     """Runs the unfinished stages in order; returns one record per stage (name, mode, seconds, workdir).
+    An unfinished stage whose config differs from the one it started with is a `ConfigError`, unless
+    `allow_config_change`.
 
     A stage stopped by a signal (it saved) ends the pipeline there: a training stage's record is marked
     `stopped`; a sampling stage (generate, distill) raises `checkpoint.StoppedBySignal`.
@@ -106,7 +112,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
             if preemption.requested:
                 raise checkpoint.StoppedBySignal(f"pipeline stopped by {preemption.received.name} before stage "
                                                  f"{stage['name']}; the same command continues it")
-            record = _run_stage(stage, names, workdir)
+            record = _run_stage(stage, names, workdir, allow_config_change)
             records.append(record)
             if record.get("stopped"):
                 return records
@@ -115,7 +121,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
     return records
 
 
-def _run_stage(stage: Mapping[str, Any], names: dict[str, str], workdir: str) -> dict[str, Any]:
+def _run_stage(stage: Mapping[str, Any], names: dict[str, str], workdir: str, allow_config_change: bool
+               ) -> dict[str, Any]:
     """Runs one stage (or reads the record of its earlier finished run); its record, with `stopped` if a
     signal stopped it. Adds the stage's workdir to `names`."""
     import jax
@@ -132,9 +139,10 @@ def _run_stage(stage: Mapping[str, Any], names: dict[str, str], workdir: str) ->
         validate(stage_cfg, known_modes=MODES, num_devices=jax.device_count())
     except ConfigError as e:
         raise ConfigError(f"stage {stage['name']}: {e}") from None
-    os.makedirs(stage_dir, exist_ok=True)
-    with open(os.path.join(stage_dir, "config.json"), "w") as f:
-        f.write(stage_cfg.to_json_best_effort(indent=2))
+    problem = checkpoint.prepare_workdir(stage_dir, stage_cfg.to_json_best_effort(indent=2), write=True,
+                                         allow_config_change=allow_config_change)
+    if problem:
+        raise ConfigError(f"stage {stage['name']}: {problem}")
     print(f"stage {stage['name']}: mode {stage_cfg.mode} in {stage_dir}", flush=True)
     start, cpu_start = time.perf_counter(), time.process_time()
     summary = importlib.import_module(MODES[stage_cfg.mode]).run(stage_cfg, stage_dir)

@@ -9,7 +9,7 @@ import jax
 import pytest
 from conftest import xla_flags
 
-from r1jax import benchmark, hf, main
+from r1jax import benchmark, checkpoint, hf, main
 from r1jax import model as model_lib
 from r1jax.config import ConfigError, load_config_file, unknown_override, validate
 
@@ -149,17 +149,17 @@ def test_a_workdir_holding_a_run_of_another_config_is_refused(tmp_path):
     other = json.dumps({"steps": 2, "rollout": {"group_size": 8, "temperature": 0.7}, "seed": 0, "new": 1})
 
     def prepare(config_json, allow=False):
-        return main.prepare_workdir(str(workdir), config_json, write=True, allow_config_change=allow)
+        return checkpoint.prepare_workdir(str(workdir), config_json, write=True, allow_config_change=allow)
 
     assert prepare(first) is None and prepare(first) is None  # a new run, then its resumption
-    assert prepare(other) == (f"--workdir {workdir} holds a run of another config (new: '(none)' -> 1; "
-                              "rollout.temperature: 1.0 -> 0.7; steps: 120 -> 2); give another --workdir, or "
+    assert prepare(other) == (f"{workdir} holds a run of another config (new: '(none)' -> 1; "
+                              "rollout.temperature: 1.0 -> 0.7; steps: 120 -> 2); use another workdir, or "
                               "--allow_config_change to continue that run with this config")
     assert json.loads((workdir / "config.json").read_text())["steps"] == 120  # left as it was
     assert prepare(other, allow=True) is None and json.loads((workdir / "config.json").read_text())["steps"] == 2
     (tmp_path / "a_file").write_text("")
-    assert main.prepare_workdir(str(tmp_path / "a_file"), first, write=True, allow_config_change=False).startswith(
-        f"--workdir {tmp_path / 'a_file'}: [Errno 17] File exists")
+    assert checkpoint.prepare_workdir(str(tmp_path / "a_file"), first, write=True,
+                                      allow_config_change=False).startswith(f"{tmp_path / 'a_file'}: [Errno 17]")
 
 
 def test_cli_runs_the_benchmark_mode_with_variant_and_overrides(tmp_path):

@@ -59,6 +59,28 @@ def test_overrides_name_earlier_stages_and_vars():
         pipeline.stage_config({"name": "b", "config": SFT, "overrides": {"sft.seqlen": 64}}, {})
 
 
+def test_doubled_braces_are_literal_text_in_an_override():
+    stage = {"name": "b", "config": SFT, "overrides": {"data.train_file": "{a}/{{shard}}-{{a}}.jsonl"}}
+    validate(_pipeline({"name": "a", "config": SFT}, stage), known_modes=MODES, num_devices=8)
+    assert pipeline.stage_config(stage, {"a": "/runs/a"}).data.train_file == "/runs/a/{shard}-{a}.jsonl"
+
+
+def test_an_unfinished_stage_whose_config_changed_is_refused_unless_allowed(tmp_path, monkeypatch):
+    from r1jax import sft
+
+    monkeypatch.setattr(sft, "run", lambda stage_config, workdir: {"steps": stage_config.steps, "stopped": True})
+    started = _pipeline({"name": "a", "config": SFT, "overrides": {"steps": 5}})
+    pipeline.run(started, str(tmp_path))
+    pipeline.run(started, str(tmp_path))  # the same config continues
+    edited = _pipeline({"name": "a", "config": SFT, "overrides": {"steps": 9}})  # as if the file were edited
+    with pytest.raises(ConfigError, match=f"stage a: {tmp_path / 'a'} holds a run of another config "
+                                          r"\(steps: 5 -> 9\); .* --allow_config_change"):
+        pipeline.run(edited, str(tmp_path))
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["steps"] == 5
+    pipeline.run(edited, str(tmp_path), allow_config_change=True)
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["steps"] == 9
+
+
 def test_a_stage_stopped_by_a_signal_ends_the_pipeline_unfinished(tmp_path, monkeypatch):
     from r1jax import sft
 
