@@ -163,20 +163,26 @@ def test_a_killed_run_resumes_to_the_same_parameters_as_an_uninterrupted_one(tmp
     assert [r["step"] for r in metrics_lib.read_metrics(str(killed_dir / "metrics.jsonl"))][-2:] == [4, 5]
 
 
-def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
-    run = trainer.GRPORun(_smoke_config(steps=3), str(tmp_path))
+@pytest.mark.parametrize("resumed_with_other_updates_per_step", [False, True])
+def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(
+        tmp_path, resumed_with_other_updates_per_step):
+    if resumed_with_other_updates_per_step:  # step 1 made 4 updates, the later steps make 1 each
+        trainer.GRPORun(_smoke_config(steps=1, **{"grpo.num_iterations": 4}), str(tmp_path)).run()
+        run = trainer.GRPORun(_smoke_config(steps=3, **{"grpo.num_iterations": 1}), str(tmp_path))
+    else:
+        run = trainer.GRPORun(_smoke_config(steps=3), str(tmp_path))
     real_step = run.train_step
     calls = []
 
     def poisoned_after_first_grpo_step(*args):
         calls.append(1)
         state, metrics = real_step(*args)
-        if len(calls) > run._updates_per_step():
+        if len(calls) > run._updates_per_step() * (1 - resumed_with_other_updates_per_step):
             metrics = dict(metrics, loss=jax.numpy.nan)
         return state, metrics
 
     run.train_step = poisoned_after_first_grpo_step
-    with pytest.raises(optim.TrainingDiverged, match=r"loss is nan at step 2"):
+    with pytest.raises(optim.TrainingDiverged, match=r"loss is nan at step 2; the last good checkpoint is kept"):
         run.run()
     assert sorted(int(name) for name in os.listdir(tmp_path / "checkpoints")) == [1]
 

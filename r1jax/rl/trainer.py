@@ -370,11 +370,6 @@ class GRPORun:
                     trained += int((minibatch["mask"].sum(1) > 0).sum())
         averaged = _average_step_metrics(jax.device_get(step_metrics), trained_tokens)
         averaged["trained_rows"] = trained / (g.num_iterations * len(advantages))
-        if not np.isfinite(averaged["loss"]):
-            raise optim.TrainingDiverged(
-                f"loss is {averaged['loss']} at step {int(self.state['step']) // self._updates_per_step()}; "
-                f"the last good checkpoint "
-                f"is kept in {self.checkpointer.directory}. Lower optimizer.learning_rate or check the rewards.")
         return averaged
 
     def _on_devices(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
@@ -431,6 +426,10 @@ class GRPORun:
         rollout, sampling = self.collect(key)
         t1 = time.perf_counter()
         train_metrics = self.train_on(rollout)
+        if not np.isfinite(train_metrics["loss"]):  # before this step's save: a diverged state is never kept
+            raise optim.TrainingDiverged(
+                f"loss is {train_metrics['loss']} at step {step}; the last good checkpoint is kept in "
+                f"{self.checkpointer.directory}. Lower optimizer.learning_rate or check the rewards.")
         t2 = time.perf_counter()
         metrics = {**self.rollout_metrics(rollout), **sampling, **train_metrics,
                    "time/rollout_s": t1 - t0, "time/generate_s": rollout.generate_seconds,
