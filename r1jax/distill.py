@@ -210,13 +210,9 @@ def _sample(config: ml_collections.ConfigDict, tokenizer: Tokenizer, task: tasks
                                       seed=jax.random.fold_in(key, first), **request)
             batch = []
             for row, (tokens, length, finished) in enumerate(zip(result.tokens, result.lengths, result.finished)):
-                tokens = tokens[:length]
-                # Tags such as <think> may be special tokens: keep them, drop only the closing EOS.
-                if len(tokens) and int(tokens[-1]) in eos_ids:
-                    tokens = tokens[:-1]
-                batch.append(dataclasses.asdict(Candidate(first + row // k, row % k, prompts[row // k],
-                                                          tokenizer.decode(tokens), int(length), bool(finished),
-                                                          teacher)))
+                text = tokenizer.decode_completion(tokens[:length], eos_ids)
+                batch.append(dataclasses.asdict(Candidate(first + row // k, row % k, prompts[row // k], text,
+                                                          int(length), bool(finished), teacher)))
             out.write_batch(batch)
             progress.update(len(prompts))
     if not out.batches_done:  # no prompts

@@ -275,9 +275,7 @@ class Evaluator:
                 progress.update(len(prompts[first:first + size]))
 
     def _text(self, tokens: Sequence[int]) -> str:
-        # Tags such as <answer> may be special tokens, so special tokens are kept and only a final EOS dropped.
-        tokens = list(tokens)
-        return self.tokenizer.decode(tokens[:-1] if tokens and tokens[-1] in self.eos_ids else tokens)
+        return self.tokenizer.decode_completion(tokens, self.eos_ids)
 
     def _correct(self, texts: Sequence[str], examples: Sequence[Mapping[str, Any]]) -> np.ndarray:
         scores = self.accuracy.score_batch(texts, examples).total

@@ -111,7 +111,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                     "prompt_index": index,
                     "sample": row % config.num_samples,
                     "prompt": prompts[index],
-                    "completion": tokenizer.decode(tokens[:length], skip_special_tokens=True),
+                    "completion": tokenizer.decode_completion(tokens[:length], tokenizer.eos_ids),
                     "num_tokens": int(length),
                     "finished": bool(finished),
                     "mean_logprob": float(np.mean(logprobs[:length])),

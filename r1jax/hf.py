@@ -121,6 +121,14 @@ def read_checkpoint_tensors(path: str) -> dict[str, np.ndarray]:
 # config.json
 
 
+# transformers' LlamaConfig, Qwen2Config and Qwen3Config defaults, where they are not what the other keys imply.
+_HF_DEFAULTS: dict[str, dict[str, Any]] = {
+    "llama": dict(max_position_embeddings=2048),
+    "qwen2": dict(max_position_embeddings=32_768),
+    "qwen3": dict(max_position_embeddings=32_768, head_dim=128),
+}
+
+
 def config_from_hf(hf: dict[str, Any], **overrides) -> ModelConfig:
     """ModelConfig from a parsed HF `config.json`; unsupported features raise CheckpointError."""
     model_type = hf.get("model_type")
@@ -148,6 +156,8 @@ def config_from_hf(hf: dict[str, Any], **overrides) -> ModelConfig:
     else:
         raise CheckpointError(f"rope type {rope_type!r} is not supported (default and llama3 are)")
     num_heads = hf["num_attention_heads"]
+    # A key the file leaves out takes its transformers config class's default.
+    hf = {"head_dim": hf["hidden_size"] // num_heads, **_HF_DEFAULTS[family], **hf}
     config = ModelConfig(
         family=family,
         vocab_size=hf["vocab_size"],
@@ -156,14 +166,14 @@ def config_from_hf(hf: dict[str, Any], **overrides) -> ModelConfig:
         num_layers=hf["num_hidden_layers"],
         num_heads=num_heads,
         num_kv_heads=hf.get("num_key_value_heads") or num_heads,
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // num_heads,
+        head_dim=hf["head_dim"] or hf["hidden_size"] // num_heads,
         rope_theta=float(rope_theta),
         rope_scaling=scaling,
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
         tie_embeddings=hf.get("tie_word_embeddings", False),
         qkv_bias=family == "qwen2",
         qk_norm=family == "qwen3",
-        max_position_embeddings=hf.get("max_position_embeddings", 32_768),
+        max_position_embeddings=hf["max_position_embeddings"],
     )
     return dataclasses.replace(config, **overrides)
 

@@ -26,7 +26,9 @@ decoding (`temperature=0`) reports log-probs at temperature 1.
 Stops: EOS ids and token-level stop sequences are checked on the device after every token. Stop
 strings are also matched on the host after generation (they need the tokenizer's decode): a row
 whose text contains one is cut after the first token that completes it, and counts as finished.
-Their canonical encodings are added to the device stop sequences, so the common case stops early.
+Their usual spellings (`stop_string_sequences`: alone and after a space, a newline or a period, which
+a BPE may merge into the string's first token, as Qwen's does in " </answer>") are added to the
+device stop sequences, so the common cases stop early.
 
 Filtering order follows `transformers`: temperature, then top-k (tokens tied with the k-th are
 kept), then top-p (on the top-k renormalised probabilities; where the cut falls inside a group of tied
@@ -423,8 +425,8 @@ def generate(config: ModelConfig, params: Params, prompts: Prompts, *, max_new_t
         raise ValueError("stop_strings contains an empty string")
     prompts_BxP, prompt_lengths_B, num_prompts = _pad_prompts(config, prompts, max_new_tokens, max_prompt_len,
                                                               pad_id, eos_ids)
-    encoded_stops = [tokenizer.encode(s) for s in stop_strings] if stop_strings else []
-    stop_JxM = _stop_table([*stop_sequences, *(e for e in encoded_stops if e)], config.vocab_size)
+    encoded_stops = stop_string_sequences(tokenizer, stop_strings) if stop_strings else []
+    stop_JxM = _stop_table([*stop_sequences, *encoded_stops], config.vocab_size)
     eos_E = np.asarray(list(eos_ids), np.int32)
     dummy_B = np.arange(len(prompts_BxP)) >= num_prompts
     key = jax.random.key(seed) if isinstance(seed, (int, np.integer)) else seed
@@ -445,21 +447,47 @@ def generate(config: ModelConfig, params: Params, prompts: Prompts, *, max_new_t
     return result
 
 
-def _cut_at_stop_strings(result: SampleResult, stop_strings: Sequence[str], tokenizer: Decoder, pad_id: int) -> None:
-    """Shortens (in place) every row whose text contains a stop string to the first token that completes one."""
+# Characters a stop string often follows, which a BPE may merge into the string's first token.
+_STOP_CONTEXTS = ("", " ", "\n", "\n\n", ".")
 
-    def contains_stop(num_tokens: int, row: np.ndarray) -> bool:
-        text = tokenizer.decode(row[:num_tokens].tolist())
+
+def stop_string_sequences(tokenizer: Decoder, stop_strings: Sequence[str]) -> list[list[int]]:
+    """Token sequences that spell the stop strings: each string encoded alone and after each of
+    `_STOP_CONTEXTS`, cut to the shortest suffix whose text still holds the string. A device loop that
+    stops on them stops at the usual spellings; only a text check after decoding catches every one."""
+    sequences: list[list[int]] = []
+    for stop in stop_strings:
+        for context in _STOP_CONTEXTS:
+            ids = list(tokenizer.encode(context + stop))
+            start = next((k for k in range(len(ids) - 1, -1, -1) if stop in tokenizer.decode(ids[k:])), None)
+            if start is not None and ids[start:] not in sequences:
+                sequences.append(ids[start:])
+    return sequences
+
+
+def first_stop_end(tokens: Sequence[int], stop_strings: Sequence[str], tokenizer: Decoder) -> int | None:
+    """The length of the shortest prefix of `tokens` whose text holds one of `stop_strings`; None if the
+    whole text holds none."""
+
+    def contains_stop(num_tokens: int) -> bool:
+        text = tokenizer.decode(list(tokens[:num_tokens]))
         return any(s in text for s in stop_strings)
 
+    if not contains_stop(len(tokens)):
+        return None
+    low, high = 1, len(tokens)  # binary search: a prefix holding a stop string stays holding it
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if contains_stop(mid) else (mid + 1, high)
+    return low
+
+
+def _cut_at_stop_strings(result: SampleResult, stop_strings: Sequence[str], tokenizer: Decoder, pad_id: int) -> None:
+    """Shortens (in place) every row whose text contains a stop string to the first token that completes one."""
     for i, row in enumerate(result.tokens):
-        length = int(result.lengths[i])
-        if not contains_stop(length, row):
+        low = first_stop_end(row[:int(result.lengths[i])].tolist(), stop_strings, tokenizer)
+        if low is None:
             continue
-        low, high = 1, length  # binary search for the shortest prefix whose text holds a stop string
-        while low < high:
-            mid = (low + high) // 2
-            low, high = (low, mid) if contains_stop(mid, row) else (mid + 1, high)
         result.tokens[i, low:] = pad_id
         result.logprobs[i, low:] = 0.0
         result.lengths[i] = low

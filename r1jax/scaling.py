@@ -7,8 +7,10 @@
 Either way the thinking is then closed with `think_close + answer_opening` (e.g. "</think>\\n<answer>"
 for the R1/Countdown layout; s1 appends "Final Answer:"), which keeps the model from thinking on in
 its answer, and the model writes the answer in one more call. Thinking tokens count the inserted
-"Wait"s. The close is matched as its token sequence: one special token in the Qwen3/R1 vocabularies
-and in `r1jax.data.char_tokenizer`.
+"Wait"s. The model's close and the answer's stop strings are found in the decoded text, so any spelling
+counts: one special token in the Qwen3/R1 vocabularies and in `r1jax.data.char_tokenizer`, several
+tokens in Qwen2.5's (which merges a preceding space into the first one: " </think>"). The generate
+function is given their usual spellings (`sampler.stop_string_sequences`) so that it stops early.
 
 It drives any `GenerateFn`; `sampler_generate_fn` wraps `r1jax.sampler.generate`. Each round
 continues from prompt + thinking so far as a new prompt. Cost: no KV cache is kept between rounds,
@@ -40,10 +42,6 @@ class GenerateFn(Protocol):
                  stop_sequences: Sequence[Sequence[int]]) -> list[list[int]]: ...
 
 
-class Encoder(Protocol):
-    def encode(self, text: str) -> list[int]: ...
-
-
 @dataclasses.dataclass(frozen=True)
 class BudgetForcedCompletion:
     """One budget-forced completion.
@@ -62,16 +60,19 @@ class BudgetForcedCompletion:
     forced_close: bool
 
 
-def _thinking_end(tokens: Sequence[int], close_ids: Sequence[int], eos_ids: frozenset[int]) -> int | None:
-    """Index where the model ended its thinking (the first close sequence or EOS), None if it did not."""
-    width = len(close_ids)
-    for index, token in enumerate(tokens):
-        if token in eos_ids or list(tokens[index:index + width]) == list(close_ids):
-            return index
-    return None
+def _thinking_end(tokens: Sequence[int], think_close: str, eos_ids: frozenset[int],
+                  tokenizer: sampler.Decoder) -> int | None:
+    """Index where the model ended its thinking: its first EOS, or the first token of the first close in
+    its text (a token that also holds text before the close is dropped with it); None if it did not."""
+    eos_at = next((index for index, token in enumerate(tokens) if token in eos_ids), len(tokens))
+    through_close = sampler.first_stop_end(tokens[:eos_at], [think_close], tokenizer)
+    if through_close is None:
+        return eos_at if eos_at < len(tokens) else None
+    return next(start for start in range(through_close - 1, -1, -1)
+                if think_close in tokenizer.decode(list(tokens[start:through_close])))
 
 
-def budget_forced_generate(generate_fn: GenerateFn, tokenizer: Encoder, prompts: Sequence[Sequence[int]], *,
+def budget_forced_generate(generate_fn: GenerateFn, tokenizer: sampler.Decoder, prompts: Sequence[Sequence[int]], *,
                            max_thinking_tokens: int, max_answer_tokens: int, min_thinking_tokens: int = 0,
                            max_waits: int | None = None, eos_ids: Sequence[int] = (),
                            think_close: str = "</think>", wait: str = "Wait", answer_opening: str = "\n<answer>",
@@ -80,8 +81,9 @@ def budget_forced_generate(generate_fn: GenerateFn, tokenizer: Encoder, prompts:
 
     `max_waits` caps the "Wait"s per prompt (None: as many as it takes to reach `min_thinking_tokens`;
     every "Wait" adds tokens, so the budget bounds them). A "Wait" that would not leave room to think on
-    within `max_thinking_tokens` is not inserted. `answer_stops` (e.g. "</answer>") end the answer, as
-    does an EOS in the generate function. For several samples per prompt, repeat the prompt.
+    within `max_thinking_tokens` is not inserted. `answer_stops` (e.g. "</answer>") end the answer (it is cut
+    after the first one in its text), as does an EOS in the generate function. For several samples per
+    prompt, repeat the prompt.
     """
     if not 0 <= min_thinking_tokens <= max_thinking_tokens:
         raise ValueError(f"need 0 <= min_thinking_tokens ({min_thinking_tokens}) <= max_thinking_tokens "
@@ -94,6 +96,7 @@ def budget_forced_generate(generate_fn: GenerateFn, tokenizer: Encoder, prompts:
     if not close_ids or not wait_ids:
         raise ValueError(f"think_close {think_close!r} and wait {wait!r} must encode to at least one token")
     eos = frozenset(eos_ids)
+    close_spellings = sampler.stop_string_sequences(tokenizer, [think_close])
 
     thinking: list[list[int]] = [[] for _ in prompts]
     num_waits = [0] * len(prompts)
@@ -101,11 +104,11 @@ def budget_forced_generate(generate_fn: GenerateFn, tokenizer: Encoder, prompts:
     active = [row for row in range(len(prompts)) if max_thinking_tokens > 0]
     while active:
         budgets = [max_thinking_tokens - len(thinking[row]) for row in active]
-        outputs = generate_fn([list(prompts[row]) + thinking[row] for row in active], max(budgets), [close_ids])
+        outputs = generate_fn([list(prompts[row]) + thinking[row] for row in active], max(budgets), close_spellings)
         still_thinking = []
         for row, budget, output in zip(active, budgets, outputs, strict=True):
             output = list(output)[:budget]  # the call ran to the largest budget of the round
-            end = _thinking_end(output, close_ids, eos)
+            end = _thinking_end(output, think_close, eos, tokenizer)
             # A call that stopped short of its budget for a reason of its own also ended the thinking.
             stopped = end is not None or len(output) < budget
             thinking[row] += output if end is None else output[:end]
@@ -120,8 +123,10 @@ def budget_forced_generate(generate_fn: GenerateFn, tokenizer: Encoder, prompts:
         active = still_thinking
 
     answer_prompts = [list(prompt) + thought + close_ids + opening_ids for prompt, thought in zip(prompts, thinking)]
-    answers = generate_fn(answer_prompts, max_answer_tokens, [tokenizer.encode(stop) for stop in answer_stops])
-    return [BudgetForcedCompletion(tokens=thought + close_ids + opening_ids + list(answer)[:max_answer_tokens],
+    answers = generate_fn(answer_prompts, max_answer_tokens, sampler.stop_string_sequences(tokenizer, answer_stops))
+    answers = [list(answer)[:max_answer_tokens] for answer in answers]
+    answers = [answer[:sampler.first_stop_end(answer, answer_stops, tokenizer) or len(answer)] for answer in answers]
+    return [BudgetForcedCompletion(tokens=thought + close_ids + opening_ids + answer,
                                    thinking_tokens=len(thought), num_waits=waits, forced_close=forced)
             for thought, answer, waits, forced in zip(thinking, answers, num_waits, forced_close, strict=True)]
 

@@ -55,6 +55,9 @@ class _Backend(Protocol):
 
     def decode(self, ids: list[int]) -> str: ...
 
+    # Whether transformers' tokenizer(text) starts with `bos_id`, given tokenizer_config.json's add_bos_token.
+    def adds_bos(self, bos_id: int, add_bos_token: bool | None) -> bool: ...
+
     def token_to_id(self, token: str) -> int | None: ...
 
     def id_to_token(self, token_id: int) -> str: ...
@@ -81,6 +84,11 @@ class _HuggingFaceBackend:
 
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=False)
+
+    def adds_bos(self, bos_id: int, add_bos_token: bool | None) -> bool:
+        """The file's post-processor decides (Llama 3's adds BOS, GPT-2's does not); transformers 5 ignores
+        add_bos_token for a tokenizer.json."""
+        return self._tokenizer.encode("a", add_special_tokens=True).ids[:1] == [bos_id] != self.encode("a")[:1]
 
     def token_to_id(self, token: str) -> int | None:
         return self._tokenizer.token_to_id(token)
@@ -133,6 +141,9 @@ class _SentencePieceBackend:
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(text) for text in texts]
 
+    def adds_bos(self, bos_id: int, add_bos_token: bool | None) -> bool:
+        return add_bos_token is not False  # transformers' LlamaTokenizer: add_bos_token, true by default
+
     def decode(self, ids: list[int]) -> str:
         texts: list[str] = []
         for is_control, run in itertools.groupby(ids, key=self.special_ids.__contains__):
@@ -172,6 +183,9 @@ class Tokenizer:
       special_tokens: the `<name>_token` entries of the configs (bos_token, eos_token, ...), as chat templates see them.
       special_token_ids: ids that `decode(..., skip_special_tokens=True)` drops.
       bos_id: None when the model has no BOS token (e.g. Qwen).
+      prompt_has_bos: whether `encode_prompt` puts BOS first, as transformers 5 does: for a tokenizer.json, whether
+        its post-processor adds it (Llama 3's does; a GPT-2-style one naming a bos_token does not); for sentencepiece,
+        tokenizer_config.json's `add_bos_token` (default true).
       eos_ids: every id that ends a generation: the tokenizer's EOS first, then generation_config.json's `eos_token_id`.
       eos_id: `eos_ids[0]`, the id `encode(..., add_eos=True)` appends; None when there is none.
       pad_id: the configured pad token, else generation_config.json's `pad_token_id`, else `eos_id`.
@@ -187,6 +201,7 @@ class Tokenizer:
         extra_special_tokens: Iterable[str],
         generation_config: Mapping[str, Any],
         chat_templates: Mapping[str, str],
+        add_bos_token: bool | None = None,
     ) -> None:
         self._backend = backend
         self.source = source
@@ -199,6 +214,7 @@ class Tokenizer:
             if (token_id := backend.token_to_id(token)) is not None
         }
         self.bos_id = self._special_token_id("bos_token")
+        self.prompt_has_bos = self.bos_id is not None and backend.adds_bos(self.bos_id, add_bos_token)
         eos_id = self._special_token_id("eos_token")
         generation_eos_ids = generation_config.get("eos_token_id")
         if isinstance(generation_eos_ids, int):
@@ -236,9 +252,10 @@ class Tokenizer:
 
     def encode_prompt(self, text: str) -> list[int]:
         """Token ids of a prompt as the model reads it (and as transformers' `tokenizer(text)` gives them): BOS
-        first when the tokenizer has one, unless the text already starts with it (a rendered chat template)."""
+        first where the tokenizer adds one (`prompt_has_bos`), unless the text already starts with it (a rendered
+        chat template)."""
         ids = self._backend.encode(text)
-        return ids if self.bos_id is None or ids[:1] == [self.bos_id] else [self.bos_id, *ids]
+        return [self.bos_id, *ids] if self.prompt_has_bos and ids[:1] != [self.bos_id] else ids
 
     def encode_batch(self, texts: Sequence[str], *, add_bos: bool = False, add_eos: bool = False) -> list[list[int]]:
         return [self._add_bos_eos(ids, add_bos, add_eos) for ids in self._backend.encode_batch(texts)]
@@ -261,6 +278,12 @@ class Tokenizer:
         if skip_special_tokens:
             ids = [token_id for token_id in ids if token_id not in self.special_token_ids]
         return self._backend.decode(ids)
+
+    def decode_completion(self, ids: Iterable[int], eos_ids: Iterable[int]) -> str:
+        """Text of a generated completion: special tokens kept (tags such as <think> may be special tokens),
+        only a final EOS (one of `eos_ids`) dropped."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else [int(token_id) for token_id in ids]
+        return self.decode(ids[:-1] if ids and ids[-1] in set(eos_ids) else ids)
 
     def token_to_id(self, token: str) -> int:
         token_id = self._backend.token_to_id(token)
@@ -399,6 +422,7 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
         extra_special_tokens=_extra_special_tokens(*special_token_configs),
         generation_config=_read_json_if_present(directory / GENERATION_CONFIG_FILE),
         chat_templates=_chat_templates(directory, config),
+        add_bos_token=config["add_bos_token"] if isinstance(config.get("add_bos_token"), bool) else None,
     )
 
 

@@ -30,6 +30,9 @@ def test_one_json_array_is_not_json_lines(tmp_path):
     path.write_text('[{"x": 1}, {"x": 2}]\n')
     with pytest.raises(ValueError, match=rf"^{path}:1: expected a JSON object per line, got a list; write one object"):
         records.read_records(str(path))
+    path.write_text('[\n  {"x": 1},\n  {"x": 2}\n]\n')  # pretty-printed
+    with pytest.raises(ValueError, match=rf"^{path}:1: not a JSON line \(.*\); the file looks like one JSON array"):
+        records.read_records(str(path))
 
 
 def _batches(seed: int, count: int) -> list[list[dict]]:

@@ -336,7 +336,9 @@ def test_math_benchmark_builders(name, file_name, records, expected, tmp_path):
 @pytest.mark.parametrize("name, lines, message", [
     ("gsm8k", ['{"question": "Q", "answer": "42"}'], "example 1's answer has no '#### <final answer>'"),
     ("math500", ['{"problem": "Q", "answer": "1"}', "{not json"], "test.jsonl:2: not a JSON line"),
-    ("aime2024", ['{"Question": "Q", "Answer": 1}'], "no question text under 'Problem'"),
+    ("aime2024", ['{"Question": "Q", "Answer": 1}'],
+     "no question text under 'Problem' (the line has fields ['Answer', 'Question']); aime2024 reads the question "
+     "from Problem or problem and the answer from Answer or answer: is the file Maxwell-Jia/AIME_2024"),
     ("math500", ['{"problem": "Q", "answer": "caf\u00e9"}'], "test.jsonl:1: not UTF-8"),  # written as Latin-1
 ])
 def test_bad_benchmark_files_name_the_line(name, lines, message, tmp_path):

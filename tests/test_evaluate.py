@@ -1,6 +1,7 @@
 """Evaluation metrics (pass@k, majority vote, cons@k, best-of-N) and budget forcing."""
 
 import itertools
+import json
 import math
 import operator
 from fractions import Fraction
@@ -8,6 +9,7 @@ from fractions import Fraction
 import jax
 import numpy as np
 import pytest
+from bpe import train_byte_level_bpe
 
 from r1jax import evaluate, sampler, scaling
 from r1jax import model as model_lib
@@ -386,6 +388,64 @@ def test_zero_thinking_budget_closes_at_once(tokenizer):
 def test_budget_forcing_rejects_bad_budgets(tokenizer, kwargs):
     with pytest.raises(ValueError):
         _force(tokenizer, [], **kwargs)
+
+
+@pytest.fixture(scope="module")
+def qwen25_like_tokenizer(tmp_path_factory):
+    """A byte-level BPE where, as in Qwen2.5's, `</think>` is several tokens and a space before it merges into
+    the first: " </think>" is not " " + encode("</think>")."""
+    directory = tmp_path_factory.mktemp("bpe")
+    corpus = ["Let me think. 3 + 4 = 7 </think> <answer> 3 + 4 </answer>",
+              "so 9 * 5 = 45 </think>\n<answer> 9 * 5 </answer>"] * 200
+    train_byte_level_bpe(corpus, vocab_size=400, special_tokens=["<|endoftext|>"]).save(
+        str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>", "bos_token": None}))
+    tokenizer = load_tokenizer(directory)
+    spaced = tokenizer.encode(" </think>")
+    assert len(tokenizer.encode("</think>")) > 1 and spaced[1:] != tokenizer.encode("</think>")
+    return tokenizer
+
+
+def test_stop_string_sequences_spell_the_string_after_a_space_too(qwen25_like_tokenizer):
+    tokenizer = qwen25_like_tokenizer
+    sequences = sampler.stop_string_sequences(tokenizer, ["</think>", "</answer>"])
+    for stop in ("</think>", "</answer>"):
+        assert tokenizer.encode(stop) in sequences
+        spaced = tokenizer.encode(" " + stop)
+        assert any(spaced[-len(s):] == s and tokenizer.decode(s) != stop for s in sequences)
+    for sequence in sequences:  # each holds a stop string, and no shorter suffix does
+        assert any(stop in tokenizer.decode(sequence) for stop in ("</think>", "</answer>"))
+        assert not any(stop in tokenizer.decode(sequence[1:]) for stop in ("</think>", "</answer>"))
+
+
+def test_budget_forcing_finds_a_close_and_a_stop_spelled_in_other_tokens(qwen25_like_tokenizer):
+    tokenizer = qwen25_like_tokenizer
+    [eos] = tokenizer.eos_ids
+    thinking = " 3 + 4 = 7 </think>\n<answer> 3 + 4 </answer> more <answer> 3 * 4 </answer>"
+    answer = " 3 + 4 </answer> more <answer> 3 * 4 </answer>"
+    stops_seen = []
+
+    def generate_fn(prompt_ids, max_new_tokens, stop_sequences):
+        """Writes the same text whatever the prompt; stops after a stop sequence or EOS, as the sampler does."""
+        stops_seen.append([tokenizer.decode(s) for s in stop_sequences])
+        outputs = []
+        for prompt in prompt_ids:
+            text = answer if tokenizer.decode(prompt).endswith("<answer>") else thinking
+            output = []
+            for token in (tokenizer.encode(text) + [eos])[:max_new_tokens]:
+                output.append(token)
+                if token == eos or any(output[-len(s):] == list(s) for s in stop_sequences):
+                    break
+            outputs.append(output)
+        return outputs
+
+    prompt = tokenizer.encode("Numbers: 3 4. Target: 7.\n<think>")
+    [result] = scaling.budget_forced_generate(generate_fn, tokenizer, [prompt], max_thinking_tokens=60,
+                                              max_answer_tokens=40, eos_ids=[eos], answer_stops=("</answer>",))
+    assert tokenizer.decode(result.tokens) == " 3 + 4 = 7</think>\n<answer> 3 + 4 </answer>"
+    assert (result.thinking_tokens, result.forced_close) == (len(tokenizer.encode(" 3 + 4 = 7")), False)
+    assert " </think>" in stops_seen[0] and " </answer>" in stops_seen[1]  # the spellings that stop early
+    assert countdown.score(tokenizer.decode(result.tokens), [3, 4], 7) == 1.0
 
 
 def test_budget_forcing_with_the_real_sampler(tokenizer):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jax
 import pytest
-import tokenizers
+from bpe import train_byte_level_bpe
 from interrupted import signal_once_exists
 
 from r1jax import checkpoint
@@ -28,12 +28,7 @@ PROMPTS = ["What is 2 + 2?", "Think", "The quick brown fox jumps over the lazy d
 def model_dir(tmp_path_factory) -> Path:
     """A random tiny Qwen3 whose vocabulary is exactly a byte-level BPE trained here; EOS `<|im_end|>`."""
     directory = tmp_path_factory.mktemp("generate_model")
-    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
-    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = tokenizers.decoders.ByteLevel()
-    bpe.train_from_iterator(CORPUS, tokenizers.trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>", "<|im_end|>"], show_progress=False,
-        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+    bpe = train_byte_level_bpe(CORPUS, vocab_size=300, special_tokens=["<|endoftext|>", "<|im_end|>"])
     bpe.save(str(directory / "tokenizer.json"))
     (directory / "tokenizer_config.json").write_text(json.dumps(
         {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "bos_token": None}))
@@ -84,7 +79,9 @@ def test_greedy_output_is_the_sampler_output_decoded(model_dir, prompts_file, tm
     expected = sampler.generate(model_config, params, [tokenizer.encode(p) for p in PROMPTS], max_new_tokens=16,
                                 temperature=0.0, eos_ids=tokenizer.eos_ids)
     for record, tokens, length, finished in zip(lines, expected.tokens, expected.lengths, expected.finished):
-        assert record["completion"] == tokenizer.decode(tokens[:length], skip_special_tokens=True)
+        # Special tokens stay (tags may be special tokens); only the EOS that ended the sample goes.
+        ended_by_eos = length and tokens[length - 1] in tokenizer.eos_ids
+        assert record["completion"] == tokenizer.decode(tokens[:length - ended_by_eos])
         assert (record["num_tokens"], record["finished"]) == (length, finished)
 
 

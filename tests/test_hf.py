@@ -226,3 +226,15 @@ def test_safetensors_format_matches_the_reference_library(tmp_path):
     safetensors_numpy.save_file(arrays, theirs)
     for name, value in hf.read_safetensors(theirs).items():
         np.testing.assert_array_equal(value, arrays[name])
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "qwen3"])
+def test_keys_a_config_json_leaves_out_take_the_transformers_defaults(model_type):
+    given = dict(model_type=model_type, vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                 num_attention_heads=4, num_key_value_heads=2)
+    reference = transformers.AutoConfig.for_model(**given)
+    config = hf.config_from_hf(given)
+    expected_head_dim = getattr(reference, "head_dim", None) or reference.hidden_size // reference.num_attention_heads
+    assert config.head_dim == expected_head_dim  # 128 for Qwen3, hidden / heads otherwise
+    assert config.max_position_embeddings == reference.max_position_embeddings
+    assert config.rms_norm_eps == reference.rms_norm_eps and config.tie_embeddings == reference.tie_word_embeddings

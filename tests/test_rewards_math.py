@@ -32,6 +32,9 @@ EXTRACTION = [
     pytest.param("So the answer is **18**.", "18", id="markdown-bold-answer"),
     pytest.param("Answer:\n\n18\n", "18", id="answer-on-the-next-line"),
     pytest.param("The final answer is:\n\\[ 18 \\]", "\\[ 18 \\]", id="display-math-on-the-next-line"),
+    pytest.param("\\boxed{3}. Wait, it is 5.</think>\n\nFinal Answer: 5", "5", id="after-the-thinking"),
+    pytest.param("<think><answer>3</answer> no...</think> The answer is 5", "5", id="answer-tags-in-the-thinking"),
+    pytest.param("<think>\\boxed{3}</think>", None, id="thinking-without-an-answer"),
 ]
 
 

@@ -21,6 +21,7 @@ import pytest
 import sentencepiece
 import tokenizers
 import transformers
+from bpe import train_byte_level_bpe
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -151,21 +152,6 @@ def write_model_dir(directory: Path, json_files: dict[str, Any]) -> Path:
     return directory
 
 
-def train_byte_level_bpe(special_tokens: list[str]) -> tokenizers.Tokenizer:
-    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
-    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=500,
-        special_tokens=special_tokens,
-        # Every byte is in the vocabulary, so any text round-trips.
-        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(CORPUS * 20, trainer)
-    return bpe
-
-
 def train_sentencepiece(model_prefix: Path) -> None:
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(CORPUS * 20),
@@ -188,7 +174,7 @@ def train_sentencepiece(model_prefix: Path) -> None:
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tokenizers")
-    bpe = train_byte_level_bpe(QWEN_SPECIAL_TOKENS + LLAMA3_SPECIAL_TOKENS)
+    bpe = train_byte_level_bpe(CORPUS * 20, vocab_size=500, special_tokens=QWEN_SPECIAL_TOKENS + LLAMA3_SPECIAL_TOKENS)
     qwen = write_model_dir(
         root / "qwen",
         {
@@ -358,6 +344,28 @@ def test_prompts_start_with_bos_where_there_is_one_and_never_twice(
     if bos:
         rendered = tokenizer.decode([tokenizer.bos_id]) + text  # a chat template writes its own BOS
         assert tokenizer.encode_prompt(rendered) == tokenizer.encode(rendered) and tokenizer.encode(rendered)[:1] == bos
+
+
+@pytest.mark.parametrize("name, config_changes, has_bos", [
+    ("qwen", {"bos_token": "<|endoftext|>"}, False),  # named, but the post-processor adds none (GPT-2 style)
+    ("qwen", {"bos_token": "<|endoftext|>", "add_bos_token": True}, False),  # transformers 5 ignores it here
+    ("llama3", {"add_bos_token": False}, True),  # and here: the post-processor decides
+    ("sentencepiece", {"add_bos_token": False}, False),
+    ("sentencepiece", {}, True),
+])
+def test_a_prompt_has_a_bos_where_the_tokenizer_adds_one(
+        model_dirs: dict[str, Path], tmp_path: Path, name: str, config_changes: dict[str, Any], has_bos: bool) -> None:
+    directory = tmp_path / name
+    shutil.copytree(model_dirs[name], directory)
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    (directory / "tokenizer_config.json").write_text(json.dumps(config | config_changes))
+    tokenizer = load_tokenizer(directory)
+    text = "Numbers: 12 7 3. Target: 16."
+    assert tokenizer.prompt_has_bos == has_bos
+    assert tokenizer.encode_prompt(text) == [tokenizer.bos_id] * has_bos + tokenizer.encode(text)
+    if name != "sentencepiece" or not has_bos:  # see test_prompts_start_with_bos_where_there_is_one_and_never_twice
+        reference = transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        assert tokenizer.encode_prompt(text) == reference(text)["input_ids"]
 
 
 def test_qwen_special_ids(
@@ -672,3 +680,16 @@ def test_char_tokenizer_reads_other_characters_as_unk_and_keeps_ascii_ids(tmp_pa
                    tokenizer.encode(" ")[0], unk]
     assert tokenizer.pad_id not in ids
     assert tokenizer.decode(ids) == "3<unk>4 <unk> <unk>"
+
+
+def test_a_completion_keeps_its_special_tag_tokens_and_drops_only_a_final_eos(tmp_path):
+    from r1jax.data.char_tokenizer import write_char_tokenizer
+
+    tokenizer = load_tokenizer(write_char_tokenizer(str(tmp_path / "char")))
+    [eos] = tokenizer.eos_ids
+    tags = tokenizer.encode("<think>a</think>")
+    assert set(tags) & tokenizer.special_token_ids  # the tags are special tokens here
+    assert tokenizer.decode_completion(tags + [eos], [eos]) == "<think>a</think>"
+    assert tokenizer.decode_completion(np.array(tags), [eos]) == "<think>a</think>"
+    assert tokenizer.decode_completion([eos] + tags, [eos]) == tokenizer.decode([eos] + tags)  # not final: kept
+    assert tokenizer.decode_completion(tags + [eos], []) == tokenizer.decode(tags + [eos])

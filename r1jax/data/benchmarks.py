@@ -9,13 +9,14 @@ Expected files (name in `manual_dir`, then where to get it):
 
 * gsm8k: `test.jsonl`, GSM8K's test split, 1319 lines `{"question": ..., "answer": "... #### 72"}`:
   https://github.com/openai/grade-school-math/raw/master/grade_school_math/data/test.jsonl
-  (or openai/gsm8k on Hugging Face, config 'main'). The gold answer is the text after `####`.
+  (or openai/gsm8k on Hugging Face, config 'main', parquet: convert it as below). The gold answer is
+  the text after `####`.
 * math500: `test.jsonl`, the 500 MATH problems of "Let's Verify Step by Step",
   `{"problem": ..., "answer": ...}` (also `solution`, `subject`, `level`):
   https://huggingface.co/datasets/HuggingFaceH4/MATH-500/resolve/main/test.jsonl
 * aime2024: `aime_2024.jsonl`, the 30 AIME 2024 problems, one JSON object a line with
   `Problem`/`Answer` (Maxwell-Jia/AIME_2024) or `problem`/`answer` (HuggingFaceH4/aime_2024). Both are
-  parquet on Hugging Face; convert once with
+  parquet on Hugging Face; convert a parquet file once with
 
       python -c "import pandas as pd; pd.read_parquet('FILE.parquet').to_json('aime_2024.jsonl',
                  orient='records', lines=True)"
@@ -101,8 +102,10 @@ def _first_key(path: str, keys: tuple[str, ...]) -> str:
 
 def read_benchmark(config: BenchmarkConfig, path: str) -> list[MathExample]:
     """The examples of a benchmark file; bad lines raise ValueError naming the file and line."""
+    advice = (f"{config.name} reads the question from {' or '.join(config.question_keys)} and the answer from "
+              f"{' or '.join(config.answer_keys)}: is the file {config.source}?")
     examples = read_math_jsonl(path, question_key=_first_key(path, config.question_keys),
-                               answer_key=_first_key(path, config.answer_keys))
+                               answer_key=_first_key(path, config.answer_keys), key_advice=advice)
     if config.answer_after_marker:
         for number, example in enumerate(examples, start=1):
             final = example["answer"].rsplit("####", 1)[1].strip() if "####" in example["answer"] else ""

@@ -16,8 +16,9 @@ is the one `r1jax.rewards.countdown` and `r1jax.rewards.format` score.
 Math problems (`math_prompt`) have two of them, built by the same code:
 * 'base': R1-Zero's: the preamble also spells out the `<think> </think> <answer> </answer>` layout,
   the question is the User's turn, and the Assistant turn is opened with `<think>`.
-* 'chat': system and user turns for the model's chat template, asking for the final answer in
-  `\\boxed{}`; the assistant turn is left to the template and the model.
+* 'chat': one user turn for the model's chat template, asking for the final answer in `\\boxed{}`; no
+  system turn (DeepSeek's usage advice for its R1 models: every instruction in the user turn); the
+  assistant turn is left to the template and the model.
 `r1jax.rewards.math` reads either answer (the last `<answer>` block, else the last `\\boxed{}`).
 """
 from __future__ import annotations
@@ -72,10 +73,10 @@ def _plain_conversation(preamble: str, user_turn: str, opening: str) -> str:
     return f"{preamble}\nUser: {user_turn}\nAssistant: {opening}"
 
 
-def _chat(user_turn: str, opening: str | None) -> list[Message]:
-    """System and user turns, then (if `opening`) an assistant turn for the model to continue."""
-    messages = [{"role": "system", "content": _CHAT_SYSTEM}, {"role": "user", "content": user_turn}]
-    return messages + ([{"role": "assistant", "content": opening}] if opening else [])
+def _chat(user_turn: str, opening: str) -> list[Message]:
+    """System and user turns, then an assistant turn for the model to continue."""
+    return [{"role": "system", "content": _CHAT_SYSTEM}, {"role": "user", "content": user_turn},
+            {"role": "assistant", "content": opening}]
 
 
 def _renderer_for_chat(renderer: ChatTemplateRenderer | None) -> ChatTemplateRenderer:
@@ -136,8 +137,8 @@ def math_base_prompt(question: str) -> str:
 
 
 def math_chat_messages(question: str) -> list[Message]:
-    """System and user turns asking for a `\\boxed{}` answer; the template opens the assistant turn."""
-    return _chat(f"{question.strip()}\n\n{_MATH_CHAT_REQUEST}", None)
+    """A user turn asking for a `\\boxed{}` answer; the template opens the assistant turn."""
+    return [{"role": "user", "content": f"{question.strip()}\n\n{_MATH_CHAT_REQUEST}"}]
 
 
 def math_prompt(question: str, *, template: TemplateName, renderer: ChatTemplateRenderer | None = None) -> str:

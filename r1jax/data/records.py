@@ -56,7 +56,9 @@ def read_records(path: str, *, what: str = "records") -> list[tuple[str, Record]
             record = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             detail = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
-            raise ValueError(f"{where}: not a JSON {kind} ({detail})") from None
+            hint = ("; the file looks like one JSON array: write one object a line (JSON lines)"
+                    if kind == "line" and not records and text.lstrip().startswith("[") else "")
+            raise ValueError(f"{where}: not a JSON {kind} ({detail}){hint}") from None
         if not isinstance(record, dict):
             hint = "; write one object a line, not one array of them" if isinstance(record, list) else ""
             raise ValueError(f"{where}: expected a JSON object per {kind}, got a {type(record).__name__}{hint}")

@@ -80,13 +80,15 @@ def _math_task(config: ml_collections.ConfigDict, tokenizer) -> Task:
     return Task(train, test, render, tokenizer.encode_prompt)
 
 
-def read_math_jsonl(path: str, *, question_key: str = "problem", answer_key: str = "answer") -> list[MathExample]:
+def read_math_jsonl(path: str, *, question_key: str = "problem", answer_key: str = "answer",
+                    key_advice: str = "set data.math.{}") -> list[MathExample]:
     """Math problems from a JSONL file (one JSON object per line, blank lines skipped; or any file
     `r1jax.data.records` reads).
 
     A line needs the question text under `question_key` and the gold answer under `answer_key` (text
     or a number); without a usable answer there, the last `\\boxed{...}` of a `solution` field is
-    taken (the MATH dataset's layout). Problems raise ValueError naming the file and line.
+    taken (the MATH dataset's layout). Problems raise ValueError naming the file and line; a missing
+    field's error ends with `key_advice`, formatted with 'question_key' or 'answer_key'.
     """
     if not os.path.isfile(path):
         raise ValueError(f"{path!r} is not a file; point data.math.train_file/test_file at JSONL files")
@@ -95,13 +97,13 @@ def read_math_jsonl(path: str, *, question_key: str = "problem", answer_key: str
         question = record.get(question_key)
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"{where}: no question text under {question_key!r} (the line has fields "
-                             f"{sorted(record)}); set data.math.question_key")
+                             f"{sorted(record)}); {key_advice.format('question_key')}")
         if isinstance(record.get(answer_key), float) and not math.isfinite(record[answer_key]):
             raise ValueError(f"{where}: the answer under {answer_key!r} is {record[answer_key]}, not a number")
         answer = _gold_answer(record, answer_key)
         if answer is None:
             raise ValueError(f"{where}: no answer under {answer_key!r} and no \\boxed{{...}} in a 'solution' "
-                             f"field (the line has fields {sorted(record)}); set data.math.answer_key")
+                             f"field (the line has fields {sorted(record)}); {key_advice.format('answer_key')}")
         examples.append(MathExample(question=question, answer=answer))
     return examples
 

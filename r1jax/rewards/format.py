@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 ANSWER_TAG = "answer"
+THINK_CLOSE = "</think>"
 _LAYOUT_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
 # One think block, one answer block, each on its own lines; only whitespace may follow.

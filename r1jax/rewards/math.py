@@ -1,9 +1,10 @@
 """Math answer reward: extract the final answer of a completion and test it against the gold answer.
 
-Extraction (`extract_answer`): the last `<answer>...</answer>` block if there is one, else the whole
-text; inside it the last `\\boxed{...}`/`\\fbox{...}` (nested braces), else the text after the last
-"answer is" / "answer:" / "####" marker (the rest of its line, or the next line with text, without
-Markdown emphasis), else (for an answer block) the block itself.
+Extraction (`extract_answer`): the text after the last `</think>` (all of it without one: an answer the
+thinking wrote and then revised is not the answer); in it the last `<answer>...</answer>` block if
+there is one, else that text; inside it the last `\\boxed{...}`/`\\fbox{...}` (nested braces), else the
+text after the last "answer is" / "answer:" / "####" marker (the rest of its line, or the next line
+with text, without Markdown emphasis), else (for an answer block) the block itself.
 
 Equivalence (`equivalent`): both answers are parsed by a small LaTeX/plain-math parser and compared
 by value, not by sympy simplification:
@@ -42,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from fractions import Fraction
 
-from r1jax.rewards.format import ANSWER_TAG, last_tag_content
+from r1jax.rewards.format import ANSWER_TAG, THINK_CLOSE, last_tag_content
 
 DEFAULT_TIMEOUT_S = 0.5
 MAX_ANSWER_CHARS = 1000
@@ -89,6 +90,7 @@ _BARE_BOX_ARGUMENT = re.compile(r"[^\s$]+")
 
 def extract_answer(text: str) -> str | None:
     """The final answer written in `text` (see the module docstring), stripped; None if there is none."""
+    text = text[text.rfind(THINK_CLOSE) + len(THINK_CLOSE):] if THINK_CLOSE in text else text
     block = last_tag_content(text, ANSWER_TAG)
     source = text if block is None else block
     answer = last_boxed(source)

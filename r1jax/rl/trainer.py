@@ -271,7 +271,8 @@ class GRPORun:
                 num_samples=num_samples, temperature=temperature, top_k=r.top_k, top_p=r.top_p, min_p=r.min_p,
                 eos_ids=self.eos_ids, stop_strings=tuple(r.stop_strings), tokenizer=self.tokenizer, seed=key,
                 max_prompt_len=r.max_prompt_len or None, pad_id=self.pad_id)
-        texts = [self.tokenizer.decode(self._without_eos(t[:n])) for t, n in zip(completions.tokens, completions.lengths)]
+        texts = [self.tokenizer.decode_completion(t[:n], self.eos_ids)
+                 for t, n in zip(completions.tokens, completions.lengths)]
         generated = time.perf_counter()
         row_examples = [e for e in examples for _ in range(num_samples)]
 
@@ -286,10 +287,6 @@ class GRPORun:
         return Rollout(row_examples, [p for p in prompt_tokens for _ in range(num_samples)], completions, texts,
                        per_reward, total, generate_seconds=generated - start,
                        score_seconds=time.perf_counter() - generated)
-
-    def _without_eos(self, tokens: np.ndarray) -> np.ndarray:
-        # Tags such as <think> may be special tokens, so decode keeps special tokens and drops only the EOS.
-        return tokens[:-1] if len(tokens) and int(tokens[-1]) in self.eos_ids else tokens
 
     def collect(self, key: jax.Array) -> tuple[Rollout, dict[str, float]]:
         """A step's rollout; with dynamic sampling, groups with equal rewards are replaced while rounds remain."""
