@@ -107,6 +107,8 @@ def task_data_config() -> ml_collections.ConfigDict:
         countdown=countdown_data_config(),
         # name='math': JSONL files, one problem a line; without `answer_key`, the last \boxed{} of `solution`.
         math=dict(train_file="", test_file="", question_key="problem", answer_key="answer"),
+        # name='code': JSONL files, one problem a line with its tests (r1jax.data.tasks.code_tests's layouts).
+        code=dict(train_file="", test_file="", question_key="problem", tests_key="tests"),
     ))
 
 
@@ -153,6 +155,7 @@ def grpo_config() -> ml_collections.ConfigDict:
     config.rewards = (dict(name="countdown", weight=1.0),)
     config.accuracy_reward = "countdown"  # a reward key; accuracy = share of scores >= accuracy_threshold
     config.accuracy_threshold = 1.0
+    config.reward_workers = 0  # processes scoring in parallel (the code reward runs programs); 0: this one
     config.eval = ml_collections.ConfigDict(dict(every=10, num_examples=256, batch_size=64))
     config.optimizer = optim.optimizer_config(learning_rate=1e-6)
     config.checkpoint_every = 10
@@ -223,6 +226,7 @@ def distill_config() -> ml_collections.ConfigDict:
     config.rewards = (dict(name="countdown", weight=1.0),)
     config.accuracy_reward = "countdown"
     config.accuracy_threshold = 1.0
+    config.reward_workers = 0  # as in grpo_config
     config.keep = "all"  # correct samples kept per prompt: 'all', 'first', 'shortest', or 'journey'
     # keep='journey': wrong samples (how many: uniform in min_wrong..max_wrong) stitched before the first
     # correct one, each followed by `transition` (r1jax/distill.py).
@@ -475,8 +479,8 @@ def validate_task_data(config: ml_collections.ConfigDict) -> None:
                                f"(the {config.data.name} task's templates)")
     if config.data.name == "countdown":
         validate_countdown_data(config.data.countdown)
-    if config.data.name == "math":
-        _validate_math_data(config.data.math)
+    if config.data.name in ("math", "code"):
+        validate_problem_files(config.data.name, config.data[config.data.name])
 
 
 def validate_countdown_data(countdown: ml_collections.ConfigDict) -> None:
@@ -505,6 +509,8 @@ def validate_rewards(config: ml_collections.ConfigDict) -> None:
         keys.append(spec.log_key)
     if config.accuracy_reward not in keys:
         _fail("accuracy_reward", f"{config.accuracy_reward!r} is not one of the reward keys {keys}")
+    if config.reward_workers < 0:
+        _fail("reward_workers", f"{config.reward_workers} must be >= 0 (0 scores in this process)")
 
 
 def _validate_pretrain(config: ml_collections.ConfigDict) -> None:
@@ -534,14 +540,16 @@ def _validate_pretrain(config: ml_collections.ConfigDict) -> None:
         _fail("pretrain.warmup_steps", f"{p.warmup_steps} must be >= 0")
 
 
-def _validate_math_data(math: ml_collections.ConfigDict) -> None:
-    for key in ("train_file", "test_file"):
-        if not os.path.isfile(math[key]):
-            _fail(f"data.math.{key}", f"{math[key]!r} is not a file; point it at a JSONL file with one problem "
-                                      "per line")
-    for key in ("question_key", "answer_key"):
-        if not math[key]:
-            _fail(f"data.math.{key}", "is empty; name the JSON field that holds it")
+def validate_problem_files(task: str, files: ml_collections.ConfigDict,
+                           file_keys: Sequence[str] = ("train_file", "test_file")) -> None:
+    """A `data.math` or `data.code` section: its files exist, its field names are set."""
+    for key in file_keys:
+        if not os.path.isfile(files[key]):
+            _fail(f"data.{task}.{key}", f"{files[key]!r} is not a file; point it at a JSONL file with one problem "
+                                        "per line")
+    for key in ("question_key", "answer_key" if task == "math" else "tests_key"):
+        if not files[key]:
+            _fail(f"data.{task}.{key}", "is empty; name the JSON field that holds it")
 
 
 def _validate_positions(config: ml_collections.ConfigDict) -> None:

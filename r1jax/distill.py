@@ -236,7 +236,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         teacher = config.model.checkpoint or f"{config.model.name} (random init, seed {config.seed})"
         candidates = _sample(config, tokenizer, task, examples, teacher, workdir)
 
-    with RewardSet(list(config.rewards)) as rewards:
+    with RewardSet(list(config.rewards), num_workers=config.reward_workers) as rewards:
         def score(texts: Sequence[str], prompt_ids: Sequence[int], lengths: Sequence[int]) -> dict[str, np.ndarray]:
             return rewards.score_batch(texts, [examples[i] for i in prompt_ids], lengths=lengths).as_arrays()[0]
 

@@ -18,6 +18,9 @@ Same answer (what votes together), per task (`AnswerRule`):
   has the target's value, so voting by value would merge right answers with ones that use the wrong
   numbers. Equations vote together only when they are the same string up to whitespace
   (`same_countdown_equation`); "1+2" and "2+1" split the vote.
+* code (`CODE_ANSWERS`): the program `r1jax.rewards.code.extract_code` reads; programs vote together
+  when they are the same text up to blank lines and trailing spaces (`same_program`). For code, pass@k
+  is the usual measure; a vote only counts how often the model wrote one program.
 
 Ties are broken by sample order, so results are deterministic: a vote tie goes to the answer written
 first, a best-of-N tie to the earliest sample.
@@ -37,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from r1jax.rewards import code as code_reward
 from r1jax.rewards import countdown
 from r1jax.rewards import math as math_reward
 
@@ -103,6 +107,14 @@ def same_countdown_equation(equation: str, representative: str) -> bool:
     return "".join(equation.split()) == "".join(representative.split())
 
 
+def same_program(program: str, representative: str) -> bool:
+    """The same program up to blank lines and trailing whitespace."""
+    def lines(text: str) -> list[str]:
+        return [line.rstrip() for line in text.splitlines() if line.strip()]
+
+    return lines(program) == lines(representative)
+
+
 class AnswerRule(NamedTuple):
     """How a task reads the final answer of a completion and which answers vote together."""
 
@@ -112,6 +124,7 @@ class AnswerRule(NamedTuple):
 
 MATH_ANSWERS = AnswerRule(math_reward.extract_answer, same_math_answer)
 COUNTDOWN_ANSWERS = AnswerRule(countdown.extract_equation, same_countdown_equation)
+CODE_ANSWERS = AnswerRule(code_reward.extract_code, same_program)
 
 
 def answer_clusters(answers: Sequence[str | None], same: Callable[[str, str], bool]) -> list[int]:

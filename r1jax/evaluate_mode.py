@@ -2,10 +2,12 @@
 
     python -m r1jax.main --config configs/eval_countdown.py --config.model.checkpoint=DIR
 
-Tasks (`data.name`): 'countdown' (built locally as for GRPO, from `data.countdown`) and the math benchmarks
-'gsm8k', 'math500', 'aime2024' (`r1jax.data.benchmarks`, read from the file in `data.manual_dir`). The first
-`data.num_examples` test problems (0: all) are prompted with `data.template`; a completion is correct when
-the task's accuracy reward ('countdown' or 'math') pays `r1jax.evaluate.CORRECT_SCORE`.
+Tasks (`data.name`): 'countdown' (built locally as for GRPO, from `data.countdown`), the math benchmarks
+'gsm8k', 'math500', 'aime2024' (`r1jax.data.benchmarks`, read from the file in `data.manual_dir`), and
+'code': programming problems with their tests in `data.code.test_file` (`r1jax.data.tasks.read_code_jsonl`:
+HumanEval-style asserts, MBPP, APPS, CodeContests, LiveCodeBench layouts). The first `data.num_examples` test
+problems (0: all) are prompted with `data.template`; a completion is correct when the task's accuracy reward
+('countdown', 'math', or 'code': every test passes in the sandbox) pays `r1jax.evaluate.CORRECT_SCORE`.
 
 Methods (`methods`, any of):
 * greedy: one greedy completion per problem.
@@ -53,7 +55,7 @@ from matplotlib.ticker import FormatStrFormatter
 
 from r1jax import config as config_lib
 from r1jax import checkpoint, distributed, evaluate, runtime, sampler, scaling, sharding
-from r1jax.config import ConfigError, validate_countdown_data, validate_tokenizer
+from r1jax.config import ConfigError, validate_countdown_data, validate_problem_files, validate_tokenizer
 from r1jax.data import benchmarks, prompts, records, tasks
 from r1jax.model import ModelConfig, Params
 from r1jax.rewards.registry import RewardSet, RewardSpec, resolve
@@ -73,6 +75,7 @@ class EvalTask:
 EVAL_TASKS = {
     "countdown": EvalTask("countdown", evaluate.COUNTDOWN_ANSWERS, prompts.TEMPLATES),
     **{name: EvalTask("math", evaluate.MATH_ANSWERS, prompts.MATH_TEMPLATES) for name in benchmarks.BENCHMARKS},
+    "code": EvalTask("code", evaluate.CODE_ANSWERS, prompts.TASK_TEMPLATES["code"]),
 }
 
 
@@ -88,6 +91,7 @@ def eval_config() -> ml_collections.ConfigDict:
         data_dir="",  # where TFDS data is built; default <workdir>/data
         manual_dir="",  # gsm8k/math500/aime2024: the folder with the benchmark's file (r1jax/data/benchmarks.py)
         countdown=config_lib.grpo_config().data.countdown.to_dict(),  # as GRPO's data.countdown
+        code=dict(test_file="", question_key="problem", tests_key="tests"),  # as GRPO's data.code, its test file
     ))
     config.methods = METHODS
     config.max_new_tokens = 1024  # per completion (greedy, sampling, beam search)
@@ -149,6 +153,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check(data.num_examples >= 0, "data.num_examples", f"{data.num_examples} must be >= 0 (0: every test problem)")
     if data.name == "countdown":
         validate_countdown_data(data.countdown)
+    elif data.name == "code":
+        validate_problem_files("code", data.code, file_keys=("test_file",))
     else:
         try:
             benchmarks.check_manual_dir(data.name, data.manual_dir)
@@ -209,6 +215,12 @@ def load_problems(data: ml_collections.ConfigDict, tokenizer: Tokenizer,
         with distributed.main_process_first("task data"):  # built on first use, by one process
             task = tasks.load_task(data, tokenizer, workdir)
         test, render = task.test, task.render_prompt
+    elif data.name == "code":
+        test = tasks.read_code_jsonl(data.code.test_file, question_key=data.code.question_key,
+                                     tests_key=data.code.tests_key)
+
+        def render(example: Mapping[str, Any]) -> str:
+            return prompts.code_prompt(example["question"], template=data.template, renderer=tokenizer)
     else:
         with distributed.main_process_first("benchmark data"):  # built (or rebuilt) by one process
             test = benchmarks.load(data.name, manual_dir=data.manual_dir,

@@ -90,12 +90,17 @@ def _stand_ins(config, tmp_path):
             line = json.dumps({benchmark.question_keys[0]: "What is 2 + 2?", benchmark.answer_keys[0]: "#### 4"})
             _write(manual_dir / benchmark.file_name, line + "\n")
             stand_ins["data.manual_dir"] = str(manual_dir)
-    if config.mode == "grpo" and config.data.name == "math":
-        m = config.data.math
+    if config.mode == "evaluate" and config.data.name == "code" and not os.path.isfile(config.data.code.test_file):
+        line = json.dumps({config.data.code.question_key: "Print 4.",
+                           config.data.code.tests_key: [{"input": "", "output": "4"}]})
+        stand_ins["data.code.test_file"] = _write(tmp_path / "problems.jsonl", line + "\n")
+    if config.mode == "grpo" and config.data.name in ("math", "code"):
+        files = config.data[config.data.name]
+        line = json.dumps({files.question_key: "What is 2 + 2?", files.get("answer_key", "answer"): "4",
+                           files.get("tests_key", "tests"): ["assert 2 + 2 == 4"]})
         for key in ("train_file", "test_file"):
-            if not os.path.isfile(m[key]):
-                line = json.dumps({m.question_key: "What is 2 + 2?", m.answer_key: "4"})
-                stand_ins[f"data.math.{key}"] = _write(tmp_path / f"{key}.jsonl", line + "\n")
+            if not os.path.isfile(files[key]):
+                stand_ins[f"data.{config.data.name}.{key}"] = _write(tmp_path / f"{key}.jsonl", line + "\n")
     if config.mode == "sft":
         if not config.data.synthetic and not os.path.isfile(config.data.train_file):
             line = json.dumps({"prompt": "2 + 2 =", "completion": " 4"})

@@ -72,6 +72,26 @@ GSM8K_SCRIPTS = [[("18", -1.0), ("18.0", -0.8), ("17", -0.1), ("17", -0.2), ("\\
                  [("250", -0.9), ("25", -0.1), ("25", -0.3), ("25.0", -0.4), ("250", -0.5), ("2500", -2.0)]]
 
 
+# Code: two right programs of problem 1 vote apart, wrong ones outvote them; problem 2's wrong program passes
+# one of its two tests, which is not a right answer.
+CODE_PROBLEMS = [{"problem": "Print the sum of the two integers on the input line.",
+                  "tests": [{"input": "1 2\n", "output": "3\n"}, {"input": "5 -7\n", "output": "-2\n"}]},
+                 {"problem": "Write double(x).", "tests": ["assert double(2) == 4", "assert double(-1) == -2"]}]
+_SUM, _SUM_TOO, _ZERO = ("a, b = map(int, input().split())\nprint(a + b)\n",
+                         "print(sum(map(int, input().split())))\n", "print(0)\n")
+_DOUBLE, _PLUS_TWO = "def double(x):\n    return 2 * x\n", "def double(x):\n    return x + 2\n"
+
+
+def _fenced(program):
+    return f"\n```python\n{program}```\n"
+
+
+CODE_SCRIPTS = [[(_fenced(_SUM), -1.0), (_fenced(_ZERO), -0.2), (_fenced(_SUM_TOO), -0.5), (None, -0.1),
+                 (_fenced(_ZERO), -0.3), (_fenced(_SUM + "\n"), -0.9)],
+                [(_fenced(_DOUBLE), -0.4), (_fenced(_DOUBLE), -0.4), (_fenced(_PLUS_TWO), -0.1),
+                 (_fenced(_PLUS_TWO), -0.2), (_fenced(_PLUS_TWO), -3.0), (None, -0.7)]]
+
+
 def _completion(answer):
     return "attempts</think>\n" + ("no answer" if answer is None else f"<answer>{answer}</answer>")
 
@@ -113,12 +133,21 @@ def _brute_force(task, examples, scripts, k):
     return {name: float(np.mean(values)) for name, values in curves.items()}
 
 
-@pytest.mark.parametrize("task_name", ["countdown", "gsm8k"])
+@pytest.mark.parametrize("task_name", ["countdown", "gsm8k", "code"])
 def test_sampling_curves_equal_enumerating_every_subset(task_name, char_tokenizer, tmp_path, monkeypatch):
-    config = _eval_config(**{"sampling.num_samples": 6, "max_new_tokens": 64, "prompt_batch_size": 2})
+    config = _eval_config(**{"sampling.num_samples": 6, "max_new_tokens": 96, "prompt_batch_size": 2})
     if task_name == "countdown":
         examples, scripts = [e for e, _ in COUNTDOWN_PROBLEMS], [s for _, s in COUNTDOWN_PROBLEMS]
         texts = [prompts.compact_prompt(e["nums"], e["target"]) for e in examples]
+    elif task_name == "code":
+        test_file = _write_jsonl(tmp_path / "code.jsonl", CODE_PROBLEMS)
+        config.data.update(name="code", template="base")
+        config.data.code.update(test_file=str(test_file))
+        config.verifier = [dict(name="code")]
+        evaluate_mode.validate_config(config)
+        examples, texts = evaluate_mode.load_problems(config.data, char_tokenizer, str(tmp_path))
+        assert examples[1]["tests"] == CODE_PROBLEMS[1]["tests"]
+        scripts = CODE_SCRIPTS
     else:
         manual_dir = _write_jsonl(tmp_path / "gsm8k" / "test.jsonl", GSM8K_LINES).parent
         config.data.update(name="gsm8k", template="base", manual_dir=str(manual_dir), data_dir=str(tmp_path / "tfds"))

@@ -69,6 +69,13 @@ def test_extract_code_accepts_an_untagged_block_and_ignores_other_languages():
     assert code.extract_code("```bash\nrm -rf /\n```") is None
 
 
+def test_extract_code_reads_only_what_follows_the_thinking():
+    thought = "<think>\n```python\nprint(1)\n```\n</think>\n"
+    assert code.extract_code(thought + "```python\nprint(2)\n```\n") == "print(2)\n"
+    assert code.extract_code(thought + "<answer>no code</answer>") is None  # the thinking's draft is not the answer
+    assert code.extract_code("<think>\n```python\nprint(3)\n```\n") == "print(3)\n"  # no close: all of it
+
+
 def test_extract_code_ignores_an_unterminated_block():
     assert code.extract_code("```python\nprint(1)\n```\nand then\n```python\nprint(2)") == "print(1)\n"
 
@@ -137,6 +144,13 @@ def test_stdin_stdout_scores_share_of_cases_passed():
     odd_sums_wrong = "a, b = map(int, input().split())\nprint(a + b if (a + b) % 2 == 0 else 0)\n"
     items = [(fenced(source), ADDITION_TESTS) for source in (ADD_TWO_NUMBERS, odd_sums_wrong, "print('no idea')\n")]
     assert code.run_tests_batch(items, timeout_s=RELAXED_TIMEOUT_S) == [1.0, 0.5, 0.0]
+
+
+def test_all_or_nothing_pays_only_a_program_that_passes_every_case():
+    odd_sums_wrong = "a, b = map(int, input().split())\nprint(a + b if (a + b) % 2 == 0 else 0)\n"
+    scores = [code.run_tests(fenced(source), ADDITION_TESTS, timeout_s=RELAXED_TIMEOUT_S, all_or_nothing=True)
+              for source in (ADD_TWO_NUMBERS, odd_sums_wrong)]
+    assert scores == [1.0, 0.0]
 
 
 def test_plain_code_runs_when_not_a_completion():

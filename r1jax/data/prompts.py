@@ -20,6 +20,10 @@ Math problems (`math_prompt`) have two of them, built by the same code:
   system turn (DeepSeek's usage advice for its R1 models: every instruction in the user turn); the
   assistant turn is left to the template and the model.
 `r1jax.rewards.math` reads either answer (the last `<answer>` block, else the last `\\boxed{}`).
+
+Programming problems (`code_prompt`) have the same two, asking for the program in a ```python block
+(inside the `<answer>` tags for 'base'), which `r1jax.rewards.code` runs: the last such block after the
+thinking.
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ THINK_OPENING = f"Let me solve this step by step.\n{THINK_TAG}"
 TemplateName = Literal["base", "compact", "chat"]
 TEMPLATES: tuple[TemplateName, ...] = ("base", "compact", "chat")
 MATH_TEMPLATES: tuple[TemplateName, ...] = ("base", "chat")
-TASK_TEMPLATES: dict[str, tuple[TemplateName, ...]] = {"countdown": TEMPLATES, "math": MATH_TEMPLATES}
+TASK_TEMPLATES: dict[str, tuple[TemplateName, ...]] = {
+    "countdown": TEMPLATES, "math": MATH_TEMPLATES, "code": MATH_TEMPLATES}
 MATH_THINK_OPENING = THINK_TAG
 
 Message = dict[str, str]
@@ -47,6 +52,13 @@ _MATH_LAYOUT = (
     "tags, like this: <think> reasoning </think> <answer> answer </answer>."
 )
 _MATH_CHAT_REQUEST = "Reason step by step, then give the final answer inside \\boxed{}."
+_CODE_REQUEST = (
+    "Write the solution as a complete Python 3 program in one ```python code block: it reads the input from "
+    "standard input and prints the output, unless the problem asks for a function.")
+_CODE_LAYOUT = (
+    "The Assistant writes its reasoning inside <think> </think> tags and then the answer inside <answer> </answer> "
+    "tags, with the code fences on lines of their own, like this: <think> reasoning </think> <answer>\n```python\n"
+    "program\n```\n</answer>.")
 
 
 class ChatTemplateRenderer(Protocol):
@@ -148,3 +160,13 @@ def math_prompt(question: str, *, template: TemplateName, renderer: ChatTemplate
     if template == "chat":
         return render_chat(math_chat_messages(question), _renderer_for_chat(renderer))
     raise ValueError(f"unknown template {template!r} for math problems; expected one of {MATH_TEMPLATES}")
+
+
+def code_prompt(question: str, *, template: TemplateName, renderer: ChatTemplateRenderer | None = None) -> str:
+    """The prompt text for one programming problem, laid out as `math_prompt`'s."""
+    request = f"{question.strip()}\n\n{_CODE_REQUEST}"
+    if template == "base":
+        return _plain_conversation(f"{_BASE_PREAMBLE} {_CODE_LAYOUT}", request, MATH_THINK_OPENING)
+    if template == "chat":
+        return render_chat([{"role": "user", "content": request}], _renderer_for_chat(renderer))
+    raise ValueError(f"unknown template {template!r} for programming problems; expected one of {MATH_TEMPLATES}")

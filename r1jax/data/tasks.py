@@ -7,11 +7,15 @@ trainer only sees `train_examples` (an endless, resumable shuffled stream), `tes
 * 'countdown': TinyZero's arithmetic puzzles, generated locally (`r1jax.data.countdown`).
 * 'math': word problems read from local JSONL files (`data.math`); every example is
   `{"question", "answer"}`, the fields the 'math' reward reads.
+* 'code': programming problems with test cases, read from local JSONL files (`data.code`); every
+  example is `{"question", "tests"}`, the fields the 'code' reward reads (`read_code_jsonl` takes the
+  layouts of the public code datasets).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -21,14 +25,20 @@ import ml_collections
 import tensorflow_datasets as tfds
 
 from r1jax.data import countdown, prompts, records
+from r1jax.rewards import code as code_reward
 from r1jax.rewards import math as math_reward
 
-TASKS = ("countdown", "math")
+TASKS = ("countdown", "math", "code")
 
 
 class MathExample(TypedDict):
     question: str
     answer: str  # the gold final answer, as text
+
+
+class CodeExample(TypedDict):
+    question: str
+    tests: list[code_reward.TestCase]  # assert statements and {"input", "output"} stdin/stdout cases
 
 
 @dataclasses.dataclass
@@ -56,6 +66,8 @@ def load_task(config: ml_collections.ConfigDict, tokenizer, workdir: str) -> Tas
         raise ValueError(f"data.name {config.name!r} is not one of {TASKS}")
     if config.name == "math":
         return _math_task(config, tokenizer)
+    if config.name == "code":
+        return _code_task(config, tokenizer)
     data_dir = config.data_dir or os.path.join(workdir, "data")
     tfds.disable_progress_bar()  # the run's own progress output is what matters
     builder_config = countdown.CountdownConfig(**dict(config.countdown))
@@ -78,6 +90,97 @@ def _math_task(config: ml_collections.ConfigDict, tokenizer) -> Task:
         return prompts.math_prompt(example["question"], template=config.template, renderer=tokenizer)
 
     return Task(train, test, render, tokenizer.encode_prompt)
+
+
+def _code_task(config: ml_collections.ConfigDict, tokenizer) -> Task:
+    keys = dict(question_key=config.code.question_key, tests_key=config.code.tests_key)
+    train = read_code_jsonl(config.code.train_file, **keys)
+    test = read_code_jsonl(config.code.test_file, **keys)
+
+    def render(example: Mapping[str, Any]) -> str:
+        return prompts.code_prompt(example["question"], template=config.template, renderer=tokenizer)
+
+    return Task(train, test, render, tokenizer.encode_prompt)
+
+
+def read_code_jsonl(path: str, *, question_key: str = "problem", tests_key: str = "tests") -> list[CodeExample]:
+    """Programming problems from a JSONL file (or any file `r1jax.data.records` reads): the problem
+    statement under `question_key`, its test cases under `tests_key` in any layout `code_tests` reads.
+    Problems raise ValueError naming the file and line."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path!r} is not a file; point data.code.train_file/test_file at JSONL files")
+    examples = []
+    for where, record in records.read_records(path, what="problems"):
+        question = record.get(question_key)
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"{where}: no problem statement under {question_key!r} (the line has fields "
+                             f"{sorted(record)}); set data.code.question_key")
+        if tests_key not in record:
+            raise ValueError(f"{where}: no test cases under {tests_key!r} (the line has fields {sorted(record)}); "
+                             "set data.code.tests_key")
+        try:
+            tests = code_tests(record[tests_key])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: the tests under {tests_key!r}: {e}") from None
+        examples.append(CodeExample(question=question, tests=tests))
+    return examples
+
+
+_STDIN_KINDS = ("stdin", "stdin_stdout")  # LiveCodeBench's testtype, open-r1's type
+
+
+def code_tests(value: Any) -> list[code_reward.TestCase]:
+    """A problem's test cases in `r1jax.rewards.code`'s form, from the layouts of public code datasets:
+      * a list of cases: assert statements (MBPP's `test_list`) or `{"input", "output"}` dicts, where a
+        `type`/`testtype` other than stdin is refused (LiveCodeBench's `public_test_cases`);
+      * `{"inputs": [...], "outputs": [...]}` (APPS and TACO's `input_output`; an output given as a list
+        of lines is joined) or `{"input": [...], "output": [...]}` (CodeContests' `public_tests`);
+      * `{"test_cases": [...]}`, a Python problem's (open-r1's `verification_info`);
+      * any of these as JSON text, as most Hugging Face datasets store them.
+    Function-call tests (`fn_name`, type 'function_call', testtype 'functional') are refused: each dataset
+    calls its functions its own way; turn them into assert statements first. ValueError names the problem.
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"text that is not JSON ({e.msg} at column {e.colno})") from None
+    if isinstance(value, Mapping):
+        value = _cases_of_mapping(value)
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"expected a non-empty list of test cases, got {value!r:.100}")
+    cases = []
+    for case in value:
+        if isinstance(case, Mapping):
+            kind = case.get("type", case.get("testtype", "stdin"))
+            if kind not in _STDIN_KINDS:
+                raise ValueError(f"{kind!r} test cases are not supported (stdin/stdout cases and assert statements "
+                                 "are); turn function calls into assert statements")
+            case = {"input": case.get("input"), "output": _joined_lines(case.get("output"))}
+        cases.append(case)
+    code_reward.check_tests(cases)
+    return cases
+
+
+def _cases_of_mapping(value: Mapping[str, Any]) -> Any:
+    if value.get("fn_name"):
+        raise ValueError(f"function-call tests (fn_name {value['fn_name']!r}) are not supported (stdin/stdout "
+                         "cases and assert statements are); turn them into assert statements")
+    if value.get("language", "python") != "python":
+        raise ValueError(f"the tests are for {value['language']!r}; only Python programs are run")
+    if "test_cases" in value:
+        return value["test_cases"]
+    inputs, outputs = value.get("inputs", value.get("input")), value.get("outputs", value.get("output"))
+    if not (isinstance(inputs, list) and isinstance(outputs, list) and len(inputs) == len(outputs)):
+        raise ValueError(f"a mapping of tests needs 'inputs' and 'outputs' (or 'input' and 'output') lists of "
+                         f"equal length, or 'test_cases'; it has keys {sorted(value)}")
+    return [{"input": i, "output": o} for i, o in zip(inputs, outputs)]
+
+
+def _joined_lines(output: Any) -> Any:
+    """APPS and TACO give some expected outputs as a list of lines."""
+    is_lines = isinstance(output, list) and all(isinstance(line, str) for line in output)
+    return "\n".join(output) if is_lines else output
 
 
 def read_math_jsonl(path: str, *, question_key: str = "problem", answer_key: str = "answer",

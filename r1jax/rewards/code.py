@@ -1,8 +1,9 @@
 """Code-execution reward: run the program in a completion against test cases inside a sandbox.
 
-The reward of a completion is the share of its test cases that pass, in [0, 1]. The program is the
-*last* fenced Python block of the completion (```python / ```py / ```python3 or a bare ```); a
-completion without one, or with only an unterminated block, scores 0. A string without fences is
+The reward of a completion is the share of its test cases that pass, in [0, 1] (or, with
+`all_or_nothing`, 1 only if all pass: DeepCoder's sparse reward, which partial credit cannot hack). The
+program is the *last* fenced Python block of the completion (```python / ```py / ```python3 or a bare
+```) after its last `</think>`; a completion without one, or with only an unterminated block, scores 0. A string without fences is
 not guessed to be code: pass `from_completion=False` to run a string that is already a program
 (reference solutions, dataset checks).
 
@@ -90,6 +91,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from r1jax.rewards.format import after_thinking
+
 __all__ = [
     "SANDBOX_UID_RANGE",
     "CaseResult",
@@ -97,6 +100,7 @@ __all__ = [
     "SandboxIsolation",
     "SandboxLimits",
     "TestCase",
+    "check_tests",
     "evaluate",
     "evaluate_batch",
     "extract_code",
@@ -211,14 +215,14 @@ class SandboxIsolation:
 
 
 def extract_code(completion: str) -> str | None:
-    """The last fenced Python block of `completion` (an untagged block counts), or None.
+    """The last fenced Python block of `completion` after its last `</think>` (an untagged block counts), or None.
 
     A block runs from a fence line to the next bare fence line; the opening fence's indentation is taken
     off its lines (a block inside a Markdown list). One pass over the lines: a block that never closes
     ends the search, as no later fence could close another.
     """
     code, opening = None, None  # opening: (indentation, info string, index of the first body line)
-    lines = completion.split("\n")
+    lines = after_thinking(completion).split("\n")
     for index, line in enumerate(lines):
         fence = _FENCE_LINE.fullmatch(line)
         if fence is None:
@@ -264,13 +268,15 @@ def run_tests(
     timeout_s: float = 2.0,
     from_completion: bool = True,
     limits: SandboxLimits = SandboxLimits(),
+    all_or_nothing: bool = False,
 ) -> float:
-    """Share of `tests` the program passes, in [0, 1]; see `evaluate`.
+    """Share of `tests` the program passes, in [0, 1]; with `all_or_nothing`, 1.0 if it passes them all, else 0.0.
+    See `evaluate`.
 
-    The parameter names fit `r1jax.rewards.registry`: "r1jax.rewards.code:run_tests" reads `tests`
-    from the example.
+    The parameter names fit `r1jax.rewards.registry`: the reward 'code' reads `tests` from the example.
     """
-    return evaluate(completion, tests, timeout_s=timeout_s, from_completion=from_completion, limits=limits).score
+    score = evaluate(completion, tests, timeout_s=timeout_s, from_completion=from_completion, limits=limits).score
+    return float(score == 1.0) if all_or_nothing else score
 
 
 def evaluate_batch(
@@ -334,6 +340,11 @@ def sandbox_isolation() -> SandboxIsolation:
 def _check_timeout(timeout_s: float) -> None:
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+
+
+def check_tests(tests: Sequence[TestCase]) -> None:
+    """Raises what `evaluate` raises for malformed `tests`: a dataset's tests, checked when it is read."""
+    _parse_cases(tests)
 
 
 def _parse_cases(tests: Sequence[TestCase]) -> list[dict[str, str]]:

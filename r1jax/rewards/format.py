@@ -37,6 +37,13 @@ def last_tag_content(text: str, tag: str) -> str | None:
     return text[start + len(open_tag) : close]
 
 
+def after_thinking(text: str) -> str:
+    """The text after the last `</think>` (all of it without one): where the answer is, so that an answer the
+    thinking tried and then revised does not count."""
+    close = text.rfind(THINK_CLOSE)
+    return text if close < 0 else text[close + len(THINK_CLOSE):]
+
+
 def think_content(completion: str, *, prefill: str = "") -> str | None:
     """The chain of thought: text after the first `<think>` up to the next `</think>`.
 

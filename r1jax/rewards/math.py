@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from fractions import Fraction
 
-from r1jax.rewards.format import ANSWER_TAG, THINK_CLOSE, last_tag_content
+from r1jax.rewards.format import ANSWER_TAG, after_thinking, last_tag_content
 
 DEFAULT_TIMEOUT_S = 0.5
 MAX_ANSWER_CHARS = 1000
@@ -90,7 +90,7 @@ _BARE_BOX_ARGUMENT = re.compile(r"[^\s$]+")
 
 def extract_answer(text: str) -> str | None:
     """The final answer written in `text` (see the module docstring), stripped; None if there is none."""
-    text = text[text.rfind(THINK_CLOSE) + len(THINK_CLOSE):] if THINK_CLOSE in text else text
+    text = after_thinking(text)
     block = last_tag_content(text, ANSWER_TAG)
     source = text if block is None else block
     answer = last_boxed(source)

@@ -205,7 +205,7 @@ class GRPORun:
                              f"{self.model_config.vocab_size}; set config.model.vocab_size or use the model's tokenizer")
         with distributed.main_process_first("task data"):  # built under the workdir on first use
             self.task = tasks.load_task(config.data, self.tokenizer, workdir)
-        self.rewards = RewardSet(list(config.rewards))
+        self.rewards = RewardSet(list(config.rewards), num_workers=config.reward_workers)
         self.pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
         self.eos_ids = tuple(self.tokenizer.eos_ids)
 
@@ -413,6 +413,7 @@ class GRPORun:
             # Also on errors: an async save in flight completes, and metrics reach the disk.
             self.checkpointer.wait_until_finished()
             self.writer.close()
+            self.rewards.close()
         return {"first_eval": first_eval, "final_eval": last_eval, "steps": step}
 
     def _step(self, step: int) -> dict[str, float]:
