@@ -1,5 +1,6 @@
 """Math reward: answer extraction, equivalence, unreadable golds, hacking attempts, math-verify comparison."""
 import concurrent.futures
+import itertools
 import time
 
 import numpy as np
@@ -179,6 +180,13 @@ def test_score_values() -> None:
 
 def test_time_limit_exhausted_means_unknown() -> None:
     assert math_reward.equivalent("5", "5", timeout_s=-1.0) is None
+
+
+def test_the_time_limit_counts_the_checks_own_cpu_time_not_the_wall_clock(monkeypatch) -> None:
+    wall_clock, reads = time.monotonic, itertools.count()
+    # A second passes between any two readings, as for a thread descheduled on a busy machine.
+    monkeypatch.setattr(time, "monotonic", lambda: wall_clock() + next(reads))
+    assert math_reward.equivalent("(x + 3)(x - 20)", "x^2 - 17x - 60") is True
 
 
 def test_works_from_threads() -> None:

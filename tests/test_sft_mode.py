@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import tokenizers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from interrupted import kill_after_checkpoint
@@ -77,8 +78,15 @@ def test_plain_records_get_one_bos_and_one_eos(tmp_path):
                                                                                 tokenizer.encode("c") + [eos]]
     assert sft.encode_record({"prompt": "ab", "completion": "c" + EOS}, tokenizer)[1] == tokenizer.encode("c") + [eos]
     assert sft.encode_record({"prompt": "ab", "completion": "c"}, tokenizer, add_eos=False)[1] == tokenizer.encode("c")
+    named_only = _tokenizer(tmp_path / "named", bos_token="<think>")  # named, but never added (GPT-2 style)
+    assert sft.encode_record({"prompt": "ab", "completion": "c"}, named_only)[0] == named_only.encode("ab")
     with_bos = _tokenizer(tmp_path / "bos", bos_token="<think>")
     bos = with_bos.bos_id
+    added = tokenizers.Tokenizer.from_file(str(tmp_path / "bos" / "tokenizer.json"))
+    added.post_processor = tokenizers.processors.TemplateProcessing(single="<think> $A",
+                                                                    special_tokens=[("<think>", bos)])
+    added.save(str(tmp_path / "bos" / "tokenizer.json"))  # a post-processor that adds it (Llama 3 style)
+    with_bos = load_tokenizer(str(tmp_path / "bos"))
     assert sft.encode_record({"prompt": "ab", "completion": "c"}, with_bos)[0] == [bos] + with_bos.encode("ab")
     # A prompt rendered by a chat template may start with BOS already.
     assert sft.encode_record({"prompt": "<think>ab", "completion": "c"}, with_bos)[0] == [bos] + with_bos.encode("ab")

@@ -27,7 +27,7 @@ by value, not by sympy simplification:
 Every check is bounded without signals or subprocesses, so it works from any thread: answers longer
 than MAX_ANSWER_CHARS or nested deeper than MAX_NESTING are rejected, exact integers are capped at
 MAX_EXACT_BITS (beyond that values become doubles, and overflow fails the check), and evaluation
-checks a deadline at every node. A gold answer that cannot be parsed or evaluated makes the result
+checks a deadline of `timeout_s` of the thread's CPU time at every node. A gold answer that cannot be parsed or evaluated makes the result
 None, so the trainer can leave the example out of its statistics instead of paying a free reward.
 """
 from __future__ import annotations
@@ -77,6 +77,18 @@ class _Unevaluable(Exception):
 
 class _OutOfTime(Exception):
     """The per-check deadline passed."""
+
+
+class _Deadline:
+    """`timeout_s` of this thread's CPU time, so that a check descheduled on a busy machine is not cut short.
+    The cheap wall clock is read at every node; the thread's CPU clock (a system call) once that has passed."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self._wall = time.monotonic() + timeout_s
+        self._cpu = time.thread_time() + timeout_s
+
+    def passed(self) -> bool:
+        return time.monotonic() > self._wall and time.thread_time() > self._cpu
 
 
 # --------------------------------------------------------------------------- extraction
@@ -172,7 +184,7 @@ def equivalent(prediction: str | None, gold: str, *, timeout_s: float = DEFAULT_
         return None
     prediction_node = None if prediction is None else _parse(prediction)
     # The clock starts after parsing, so a slow prediction can never make the gold look unevaluable.
-    comparison = _Comparison(gold_node, prediction_node, time.monotonic() + timeout_s)
+    comparison = _Comparison(gold_node, prediction_node, _Deadline(timeout_s))
     try:
         comparison.require_evaluable(gold_node)
     except (_Unevaluable, _OutOfTime):
@@ -884,8 +896,8 @@ def _power(base: Value, exponent: Value) -> Value:
     return _bounded(complex(base) ** complex(exponent))
 
 
-def _evaluate(node: Node, point: dict[str, Fraction], deadline: float) -> Value:
-    if time.monotonic() > deadline:
+def _evaluate(node: Node, point: dict[str, Fraction], deadline: _Deadline) -> Value:
+    if deadline.passed():
         raise _OutOfTime
     kind = node[0]
     if kind == "num":
@@ -983,7 +995,7 @@ Vector = tuple[Value | None, ...]  # a scalar's values at the sample points; Non
 class _Comparison:
     """Compares a gold and a predicted answer at shared sample points, caching scalar evaluations."""
 
-    def __init__(self, gold: Node, prediction: Node | None, deadline: float) -> None:
+    def __init__(self, gold: Node, prediction: Node | None, deadline: _Deadline) -> None:
         variables = sorted(_variables(gold) | (_variables(prediction) if prediction else set()))
         count = _POINTS_WITH_VARIABLES if variables else 1
         # Answers are mostly read with positive variables (sqrt(x) sqrt(y) = sqrt(xy)), but an absolute
