@@ -67,6 +67,9 @@ class Checkpointer:
             ]),
             preservation_policy=checkpoint_managers.LatestN(n=max_to_keep),
             enable_async_checkpointing=async_save,
+            # Orbax's background directory creation leaves its other threads waiting out a 5-minute
+            # barrier when the mkdir fails (a full or read-only disk); created in the call, it fails at once.
+            async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
             cleanup_tmp_directories=True,  # leftovers of saves that were killed midway
             create=True,
         )
@@ -109,7 +112,15 @@ class Checkpointer:
                 raise FileNotFoundError(f"no finished checkpoint in {self.directory}")
         target = jax.tree.map(_abstract_leaf, abstract_state)
         args = ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(target), _METADATA: ocp.args.JsonRestore()})
-        restored = self._manager.restore(int(step), args=args)
+        try:
+            restored = self._manager.restore(int(step), args=args)
+        except Exception as e:  # Orbax and TensorStore raise anything from KeyError to a bare Exception
+            earlier = [s for s in self.all_steps() if s < step]
+            instead = f"resume from step {earlier[-1]}" if earlier else "start over"
+            raise CheckpointUnreadable(
+                f"{os.path.join(self.directory, str(step))} cannot be restored into this run's state "
+                f"({type(e).__name__}: {str(e)[:300]}). If it is damaged, move it away to {instead}; if the "
+                "model or optimizer changed since it was saved, use another workdir") from e
         return restored[_STATE], dict(restored[_METADATA] or {})
 
     def wait_until_finished(self) -> None:
@@ -137,6 +148,10 @@ def _abstract_leaf(leaf: Any) -> Any:
     return leaf
 
 
+class CheckpointUnreadable(RuntimeError):
+    """A step directory that cannot be restored; the message says which and what to do."""
+
+
 # A run that saved on a signal exits with this (EX_TEMPFAIL): the same command continues it.
 STOPPED_EXIT_CODE = 75
 
@@ -157,7 +172,8 @@ class PreemptionGuard:
     could interrupt a step halfway, so the handler only sets `requested`; the loop checks it after
     each step, saves with `force=True`, waits for the save and returns. Previous handlers come back
     on exit, and an enclosing guard among them (a pipeline's, around its stages) is told of a signal
-    this guard caught, so a signal in a stage's last step still stops the pipeline.
+    this guard caught, so a signal in a stage's last step still stops the pipeline; a guard entered
+    after its enclosing guard caught a signal (during a stage's setup) starts with it requested.
     Must be entered on the main thread (a Python rule for signal handlers).
 
     On multi-host jobs every process must stop at the same step, though the signal may reach the hosts
@@ -184,6 +200,9 @@ class PreemptionGuard:
     def __enter__(self) -> PreemptionGuard:
         for sig in self._signals:
             self._previous[sig] = signal.signal(sig, self._handle)
+            enclosing = getattr(self._previous[sig], "__self__", None)
+            if isinstance(enclosing, PreemptionGuard) and enclosing.requested:  # a signal before this guard began
+                self.requested, self.received = True, enclosing.received
         return self
 
     def __exit__(self, *exc_info: object) -> None:

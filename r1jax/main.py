@@ -78,6 +78,9 @@ def main(argv: list[str]) -> None:
     except checkpoint.StoppedBySignal as stopped:  # its progress is saved: the same command continues it
         print(stopped, flush=True)
         sys.exit(checkpoint.STOPPED_EXIT_CODE)
+    except checkpoint.CheckpointUnreadable as e:
+        print(f"r1jax: {e}", file=sys.stderr)
+        sys.exit(1)
     except ConfigError as e:  # found by the mode itself: a pipeline checks each stage's config as it starts it
         if new_workdir and distributed.is_main_process():
             os.remove(config_json)  # so that the corrected command is not refused as another run's

@@ -1,6 +1,7 @@
 """Checkpoint round trips (bit-exact, across meshes), retention, intervals, preemption, killed saves."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from r1jax import model as model_lib
 from r1jax import sharding as sharding_lib
-from r1jax.checkpoint import Checkpointer, PreemptionGuard, StoppedBySignal, batch_starts
+from r1jax.checkpoint import Checkpointer, CheckpointUnreadable, PreemptionGuard, StoppedBySignal, batch_starts
 
 CONFIG = model_lib.get_model_config("tiny-qwen3")
 OPTIMIZER = optax.adamw(1e-3, weight_decay=0.1)
@@ -172,6 +173,16 @@ def test_an_enclosing_guard_hears_the_signal_an_inner_one_caught_and_python_hand
     assert not outer.requested
 
 
+def test_a_guard_entered_after_its_enclosing_guard_caught_a_signal_starts_stopping():
+    with PreemptionGuard() as pipeline_guard:
+        os.kill(os.getpid(), signal.SIGTERM)  # while a stage sets up, before its own guard
+        with PreemptionGuard() as stage_guard:
+            assert stage_guard.requested and stage_guard.received == signal.SIGTERM and stage_guard.stop_agreed()
+    assert pipeline_guard.requested
+    with PreemptionGuard(), PreemptionGuard() as quiet:
+        assert not quiet.requested
+
+
 def test_unfinished_temporary_step_is_ignored_and_cleaned(tmp_path):
     with Checkpointer(tmp_path, save_interval_steps=1, max_to_keep=None) as ckpt:
         ckpt.save(1, _small_state(1))
@@ -242,3 +253,43 @@ def test_batch_starts_continue_from_a_batch_and_stop_before_the_next_once_signal
     with pytest.raises(StoppedBySignal, match=r"^y stopped by SIGTERM after 0 of 10 items; the same command "
                                                          r"runs it again$"):
         next(unsaved)
+
+
+def test_a_damaged_step_is_named_with_the_step_to_resume_from(tmp_path):
+    with Checkpointer(tmp_path, save_interval_steps=1, max_to_keep=None) as ckpt:
+        for step in (1, 2):
+            ckpt.save(step, _small_state(step), {"step": step})
+    for item in (tmp_path / "2" / "metadata").iterdir():
+        item.unlink()  # a damaged disk, a partial copy
+    (tmp_path / "2" / "metadata").rmdir()
+    with Checkpointer(tmp_path, save_interval_steps=1, max_to_keep=None) as ckpt:
+        with pytest.raises(CheckpointUnreadable, match=rf"{tmp_path / '2'} cannot be restored .* move it away to "
+                                                       r"resume from step 1"):
+            ckpt.restore(_small_state(0))
+        assert ckpt.restore(_small_state(0), step=1)[1] == {"step": 1}
+
+
+def test_a_save_to_a_read_only_disk_fails_at_once_and_the_process_exits(tmp_path):
+    """Orbax created step directories in the background, and its other threads then waited out a 5-minute
+    barrier after the mkdir failed."""
+    with Checkpointer(tmp_path / "ck", save_interval_steps=1, max_to_keep=None) as ckpt:
+        ckpt.save(1, _small_state(1))
+    script = textwrap.dedent(f"""
+        import jax.numpy as jnp
+        from r1jax.checkpoint import Checkpointer
+        ckpt = Checkpointer({str(tmp_path / "ck")!r}, save_interval_steps=1, max_to_keep=None)
+        try:
+            ckpt.save(2, {{"w": jnp.ones(4)}})
+            ckpt.wait_until_finished()
+        except OSError as e:
+            print("refused:", e)
+    """)
+    command = (f"mount --bind -o ro {tmp_path} {tmp_path} && "
+               f"{sys.executable} -c {shlex.quote(script)}")
+    try:
+        result = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=90)
+    except FileNotFoundError:
+        pytest.skip("no unshare here")
+    if "mount:" in result.stderr or "unshare:" in result.stderr:
+        pytest.skip(f"no private read-only mount here: {result.stderr.strip()[:200]}")
+    assert result.returncode == 0 and "refused: [Errno 30] Read-only file system" in result.stdout, result.stderr
