@@ -40,12 +40,9 @@ def abstract_state(model_config: model_lib.ModelConfig, optimizer: optax.Gradien
     """`{"params", "opt_state", "step"}` (and `"rng"`, as GRPO keeps one) on the shardings a run gives them."""
     replicated = NamedSharding(mesh, PartitionSpec())
     params = _abstract(model_lib.param_shapes(model_config), runtime.param_shardings(model_config, mesh, rules))
-    opt_shapes = jax.eval_shape(optimizer.init, params)
-    # Adam's moments sit where their parameters do, as jit(optimizer.init)(params) places them.
-    opt_shardings = optax.tree_map_params(optimizer, lambda _, s: s, opt_shapes,
-                                          jax.tree.map(lambda x: x.sharding, params),
-                                          transform_non_params=lambda _: replicated)
-    state = dict(params=params, opt_state=_abstract(opt_shapes, opt_shardings),
+    opt_state = _abstract(jax.eval_shape(optimizer.init, params),
+                          runtime.optimizer_state_shardings(optimizer, params, mesh))
+    state = dict(params=params, opt_state=opt_state,
                  step=jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated))
     if with_rng:
         state["rng"] = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)

@@ -29,9 +29,38 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     """`get_config(variant)` of a config file, as `--config path[:variant]` loads it (for notebooks and tests)."""
     file_path, _, variant = path.partition(":")
     spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(file_path))[0], file_path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{file_path} is not a Python file; a config is a .py file with get_config(arg=None)")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant or None)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ValueError(f"{e.filename}:{e.lineno}: {e.msg}") from None
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise ValueError(f"{file_path} defines no get_config(arg=None)")
+    config = get_config(variant or None)
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ValueError(f"{file_path}: get_config returned a {type(config).__name__}, not an ml_collections.ConfigDict")
+    return config
+
+
+def config_file_problem(config_file: str) -> str | None:
+    """Why `--config config_file` (`path[:variant]`) cannot be loaded, in one line; None if it can."""
+    path = config_file.partition(":")[0]
+    if not os.path.isfile(path):
+        return f"--config: {path!r} is not a file"
+    try:
+        load_config_file(config_file)
+    except ValueError as e:  # an unknown variant, no get_config, a syntax error
+        return f"--config {config_file}: {e}"
+    return None
+
+
+def first_unknown_override(config: ml_collections.ConfigDict, argv: Sequence[str]) -> str | None:
+    """`unknown_override` of the first `--config.<dotted>=v` in `argv` that names no field of `config`."""
+    overrides = (arg.partition("=")[0].removeprefix("--config.") for arg in argv if arg.startswith("--config."))
+    return next(filter(None, (unknown_override(config, dotted) for dotted in overrides)), None)
 
 
 def unknown_override(config: ml_collections.ConfigDict, dotted: str) -> str | None:

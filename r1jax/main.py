@@ -8,6 +8,7 @@ those functions directly.
 from __future__ import annotations
 
 import importlib
+import linecache
 import os
 import sys
 
@@ -17,6 +18,7 @@ from ml_collections import config_flags
 
 from r1jax.modes import MODES
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally ':variant'.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go (default: workdir/<config name>).")
@@ -65,7 +67,7 @@ def main(argv: list[str]) -> None:
     distributed.silence_other_processes()
     workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
     config_json = os.path.join(workdir, "config.json")
-    new_workdir = not os.path.exists(config_json)
+    earlier_config_json = _read_if_present(config_json)
     problem = checkpoint.prepare_workdir(workdir, config.to_json_best_effort(indent=2), write=distributed.is_main_process(),
                                          allow_config_change=_ALLOW_CONFIG_CHANGE.value)
     if problem:
@@ -81,9 +83,13 @@ def main(argv: list[str]) -> None:
     except checkpoint.CheckpointUnreadable as e:
         print(f"r1jax: {e}", file=sys.stderr)
         sys.exit(1)
-    except ConfigError as e:  # found by the mode itself: a pipeline checks each stage's config as it starts it
-        if new_workdir and distributed.is_main_process():
-            os.remove(config_json)  # so that the corrected command is not refused as another run's
+    except (ValueError, FileNotFoundError) as e:
+        # A ConfigError the mode found (a pipeline checks each stage's config as it starts it), or an input the
+        # mode refused (a data file, a prompts file): one line. Anything else is a bug: its traceback.
+        if not (isinstance(e, ConfigError) or _refused_input(e)):
+            raise
+        if distributed.is_main_process():  # so that the corrected command is not refused as another run's
+            _restore(config_json, earlier_config_json)
         print(f"r1jax: {e}", file=sys.stderr)
         sys.exit(2)
     summaries = result if isinstance(result, list) else [result]  # the pipeline's: one per stage
@@ -91,16 +97,48 @@ def main(argv: list[str]) -> None:
         sys.exit(checkpoint.STOPPED_EXIT_CODE)
 
 
+def _read_if_present(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _restore(path: str, content: str | None) -> None:
+    """Puts back the file `content` was read from (removes it if there was none)."""
+    if content is None:
+        os.remove(path)
+    else:
+        with open(path, "w") as f:
+            f.write(content)
+
+
+def _refused_input(error: BaseException) -> bool:
+    """Whether r1jax raised `error` itself, with a `raise` statement of its own code, to say what is wrong with
+    an input; not a bug, nor a library's failure (a `ValueError` deep in JAX), whose traceback is wanted."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    if frame is None:
+        return False
+    filename = frame.tb_frame.f_code.co_filename
+    in_package = os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
+    return in_package and linecache.getline(filename, frame.tb_lineno).lstrip().startswith("raise ")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, except that a missing config file, a bad variant or an override naming no config
     field is one line and exit code 2."""
+    from r1jax.config import config_file_problem, first_unknown_override, load_config_file
+
     config_file = _config_file_argument(argv)
-    problem = config_file and _config_file_problem(config_file)
+    problem = config_file and config_file_problem(config_file)
     if not problem:
         try:
             return app.parse_flags_with_usage(argv)
         except (AttributeError, KeyError, TypeError, ValueError):  # what ml_collections raises for such an override
-            problem = config_file and _unknown_override(config_file, argv)
+            problem = config_file and first_unknown_override(load_config_file(config_file), argv)
             if not problem:
                 raise
     print(f"r1jax: {problem}", file=sys.stderr)
@@ -115,27 +153,6 @@ def _config_file_argument(argv: list[str]) -> str:
         elif arg.startswith("--config="):
             config_file = arg.partition("=")[2]
     return config_file
-
-
-def _config_file_problem(config_file: str) -> str | None:
-    from r1jax.config import load_config_file
-
-    path = config_file.partition(":")[0]
-    if not os.path.isfile(path):
-        return f"--config: {path!r} is not a file"
-    try:
-        load_config_file(config_file)
-    except ValueError as e:  # e.g. an unknown variant
-        return f"--config {config_file}: {e}"
-    return None
-
-
-def _unknown_override(config_file: str, argv: list[str]) -> str | None:
-    from r1jax.config import load_config_file, unknown_override
-
-    config = load_config_file(config_file)
-    overrides = (arg.partition("=")[0].removeprefix("--config.") for arg in argv if arg.startswith("--config."))
-    return next(filter(None, (unknown_override(config, dotted) for dotted in overrides)), None)
 
 
 def cli() -> None:

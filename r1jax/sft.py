@@ -668,7 +668,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     with sharding.use_mesh(mesh, rules):
         params = runtime.load_or_init_params(config, model_config, mesh, rules)
         teacher = _load_teacher(config, tokenizer, mesh, rules)
-        opt_state = jax.jit(optimizer.init)(params)
+        opt_state = runtime.init_optimizer_state(optimizer, params, mesh)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     state = dict(params=params, opt_state=opt_state, step=jax.device_put(jnp.zeros((), jnp.int32), replicated))
     state_shardings = jax.tree.map(lambda x: x.sharding, state)

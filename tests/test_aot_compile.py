@@ -3,6 +3,8 @@
 import os
 import re
 
+import pytest
+
 from r1jax import model as model_lib
 from tools import aot_compile
 
@@ -37,3 +39,17 @@ def test_the_memory_table_of_a_tiny_sft_step(capsys):
     assert table["temporaries"] > 0 and table["total"] < 2**30
     tokens = 8 * 256  # batch_size x sft.seq_len
     assert 6 * param_bytes / 4 * tokens / 8 / 2 < report.flops_per_device < 6 * param_bytes / 4 * tokens / 8 * 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--config", "configs/no_such.py"], "--config: 'configs/no_such.py' is not a file"),
+    (["--config", "configs/generate.py"], "a 'generate' config; only the modes with a train step"),
+    (["--config", SFT_TINY, "--config.stepz=1"], "--config.stepz: the config has no field 'stepz'"),
+    (["--config", SFT_TINY, "--topology", "v5e-8", "--config.batch_size=6"],  # 6 rows over fsdp=4
+     "partitioned 4 times, but the dimension size is 6"),
+])
+def test_bad_input_is_one_line(argv, message, monkeypatch):
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit) as exit_:
+        aot_compile.main(argv)
+    assert str(exit_.value).startswith("aot_compile: ") and message in str(exit_.value)

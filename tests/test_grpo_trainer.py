@@ -13,7 +13,7 @@ import pytest
 from flax import linen as nn
 from interrupted import kill_after_checkpoint
 
-from r1jax import optim, runtime, sampler, sharding
+from r1jax import aot, optim, runtime, sampler, sharding
 from r1jax import metrics as metrics_lib
 from r1jax import model as model_lib
 from r1jax.config import load_config_file
@@ -208,6 +208,35 @@ def test_rollouts_sample_from_weights_resharded_to_the_decode_layout(tmp_path, m
     assert calls == [(runtime.param_shardings(run.model_config, run.mesh, decode_rules), decode_rules)]
     assert calls[0][0] != training_shardings
     assert jax.tree.map(lambda x: x.sharding, run.state["params"]) == training_shardings
+    # The run's training state sits where the ahead-of-time compile (and its memory figures) assume: Adam's
+    # moments sharded like their parameters, not replicated on every device.
+    expected = aot.abstract_state(run.model_config, run.optimizer, run.mesh, run.rules, with_rng=True)
+    assert jax.tree.map(lambda x: x.sharding, run.state) == jax.tree.map(lambda x: x.sharding, expected)
+    [adam, *_] = [s for s in jax.tree.leaves(run.state["opt_state"], is_leaf=lambda x: hasattr(x, "mu"))
+                  if hasattr(s, "mu")]
+    assert jax.tree.map(lambda x: x.sharding, adam.mu) == training_shardings
+
+
+def test_reference_logprobs_taken_a_microbatch_at_a_time_are_those_of_the_whole_rollout(tmp_path):
+    config = _smoke_config(**{"grpo.beta": 0.04, "grpo.num_iterations": 1})  # 16 rows, minibatches of 8
+    run = trainer.GRPORun(config, str(tmp_path))
+    rollout = run.rollout(run.task.test_examples(config.rollout.prompts_per_step), jax.random.key(0),
+                          num_samples=config.rollout.group_size, temperature=1.0)
+    batch = trainer.training_batch(rollout, np.ones(len(rollout.texts)), mask_truncated=False, pad_id=run.pad_id,
+                                   prompt_bucket_cap=run.model_config.max_position_embeddings)
+    whole, _ = trainer.completion_logprobs(run.model_config, run.reference_params, batch, config.rollout.temperature)
+    seen = []
+
+    def recording_step(state, minibatch, *counts):
+        seen.append((np.asarray(minibatch["tokens"]), np.asarray(minibatch["ref_logp"])))
+        return state, dict(loss=np.float32(0), grad_norm=np.float32(0), learning_rate=np.float32(0))
+
+    run.train_step = recording_step
+    run.train_on(rollout)
+    assert len(batch["tokens"]) > config.grpo.minibatch_size and sum(len(t) for t, _ in seen) == len(batch["tokens"])
+    for tokens, ref_logp in seen:  # each minibatch row against the same row of the whole-rollout pass
+        rows = [next(i for i, row in enumerate(batch["tokens"]) if np.array_equal(row, t)) for t in tokens]
+        np.testing.assert_allclose(ref_logp, np.asarray(whole)[rows], atol=1e-6)
 
 
 def test_dynamic_sampling_keeps_informative_groups_and_counts_each_round_once(tmp_path, monkeypatch):

@@ -1,8 +1,8 @@
 """Compiles a config's train step ahead of time for a machine and prints the memory each device needs.
 
     python tools/aot_compile.py --config configs/tinyzero_qwen25_3b.py --topology v5e-32
-    python tools/aot_compile.py --config configs/r1zero_math_qwen25_7b.py:dapo --topology 2xv5e-256 \\
-        --config.grpo.microbatch_size=8
+    python tools/aot_compile.py --config configs/r1zero_math_qwen25_7b.py:dapo --topology v5p-64 \\
+        --config.grpo.microbatch_size=32
     python tools/aot_compile.py --config configs/sft_countdown_tiny.py        # this machine's devices
 
 `--topology` names a machine of `r1jax.config.HARDWARE`; its mesh replaces the config's, and `--config.*`
@@ -55,13 +55,22 @@ def parse_config(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict, str | 
     parser.add_argument("--config", required=True, help="a config file, optionally with ':variant'")
     parser.add_argument("--topology", choices=sorted(config_lib.HARDWARE), help="the machine to compile for")
     args, overrides = parser.parse_known_args(argv)
+    problem = config_lib.config_file_problem(args.config)
+    if problem:
+        raise SystemExit(f"aot_compile: {problem}")
     config = config_lib.load_config_file(args.config)
+    if config.get("mode") not in aot.TRAIN_MODES:
+        raise SystemExit(f"aot_compile: {args.config} is a {config.get('mode')!r} config; only the modes with a "
+                         f"train step ({', '.join(aot.TRAIN_MODES)}) compile one")
     if args.topology:
         config_lib.use_hardware(config, args.topology)
     flag_values = flags.FlagValues()  # the --config.a.b=v overrides, parsed as r1jax.main parses them
     absl_argv = ["aot_compile", *overrides]
-    config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, sys_argv=absl_argv)
-    flag_values(absl_argv)
+    try:
+        config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, sys_argv=absl_argv)
+        flag_values(absl_argv)
+    except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+        raise SystemExit(f"aot_compile: {config_lib.first_unknown_override(config, overrides) or e}") from None
     return flag_values.config, args.topology
 
 
@@ -149,8 +158,11 @@ def format_report(report: Report, memory_gib: float | None) -> str:
 
 def main(argv: Sequence[str]) -> Report:
     config, machine = parse_config(argv)
-    mesh, target = target_mesh(config, machine)
-    report = compile_report(config, mesh, target)
+    try:
+        mesh, target = target_mesh(config, machine)
+        report = compile_report(config, mesh, target)
+    except ValueError as e:  # a mesh the devices do not make, a batch the mesh does not divide
+        raise SystemExit(f"aot_compile: {e}") from None
     print(format_report(report, config_lib.HARDWARE[machine].memory_gib if machine else None))
     return report
 

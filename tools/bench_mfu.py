@@ -106,7 +106,7 @@ def main() -> None:
             optimizer, schedule = optim.make_optimizer(optim.optimizer_config(learning_rate=1e-5), 1000)
             with sharding.use_mesh(mesh, rules):
                 params = model_lib.init_params(model_config, jax.random.key(0), shardings)
-                state = dict(params=params, opt_state=jax.jit(optimizer.init)(params),
+                state = dict(params=params, opt_state=runtime.init_optimizer_state(optimizer, params, mesh),
                              step=jnp.zeros((), jnp.int32))
                 state_shardings = jax.tree.map(lambda x: x.sharding, state)
                 batch_sharding = sharding.batch_sharding(mesh, rules, 2)

@@ -221,7 +221,7 @@ class GRPORun:
             # A copy: the train step donates the policy's buffers. Taken before any restore, so the
             # reference stays the starting policy when a run resumes.
             self.reference_params = jax.tree.map(jnp.copy, params) if config.grpo.beta > 0 else None
-            opt_state = jax.jit(self.optimizer.init)(params)
+            opt_state = runtime.init_optimizer_state(self.optimizer, params, self.mesh)
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         # Made by a jitted function: device_put cannot place a PRNG key on devices of other processes.
         counters = jax.jit(lambda: dict(step=jnp.zeros((), jnp.int32), rng=jax.random.key(config.seed)),
@@ -353,8 +353,11 @@ class GRPORun:
         step_metrics, trained_tokens, trained = [], [], 0
         with sharding.use_mesh(self.mesh, self.rules):
             if self.reference_params is not None:
-                batch["ref_logp"] = distributed.to_host(self.reference_logprobs(
-                    self.reference_params, self._on_devices(batch)))
+                # A microbatch at a time: the full-vocabulary logits of a whole rollout need not fit at once.
+                rows = g.microbatch_size or g.minibatch_size
+                batch["ref_logp"] = np.concatenate([distributed.to_host(self.reference_logprobs(
+                    self.reference_params, self._on_devices({k: v[start:start + rows] for k, v in batch.items()})))
+                    for start in range(0, len(advantages), rows)])
             for _ in range(g.num_iterations):
                 for start in range(0, len(advantages), g.minibatch_size):
                     minibatch, num_items, num_sequences = trained_minibatch(
