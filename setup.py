@@ -22,8 +22,6 @@ setup(
         "jinja2>=3.1",
         "tensorflow-datasets>=4.9.8",
         "array_record>=0.7",
-        "sympy>=1.13",
-        "math-verify>=0.7",
         "tqdm>=4.60",
         "absl-py>=1.4",
         "matplotlib>=3.8",  # training curves to PNG (r1jax.plotting)
@@ -38,6 +36,8 @@ setup(
             "transformers>=4.51",
             "torch>=2.4",
             "safetensors>=0.4",
+            "math-verify>=0.7",  # the math checker's comparison (tests/test_rewards_math.py)
+            "sympy>=1.13",
         ],
     },
 )

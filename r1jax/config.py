@@ -382,6 +382,18 @@ def validate(config: ml_collections.ConfigDict, *, known_modes: Iterable[str], n
         from r1jax.evaluate_mode import validate_config  # lazily: evaluate_mode imports this module
 
         validate_config(config)
+    elif mode == "benchmark":
+        _validate_benchmark(config)
+
+
+def _validate_benchmark(config: ml_collections.ConfigDict) -> None:
+    from r1jax import runtime  # lazily: runtime imports what imports this module
+
+    if config.steps <= 0:
+        _fail("steps", f"{config.steps} must be positive: the timed forward passes")
+    positions = runtime.model_config(config).max_position_embeddings
+    if not 0 < config.seq_len <= positions:
+        _fail("seq_len", f"{config.seq_len} must be in 1..{positions}, the model's positions")
 
 
 def validate_generation(section: ml_collections.ConfigDict, prefix: str = "") -> None:

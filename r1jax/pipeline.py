@@ -13,7 +13,8 @@ Stage `name` runs in `<workdir>/<name>`. A finished stage leaves `stage.json` th
 time), so running the same command again skips the finished stages and reruns the unfinished one in its
 workdir, where it resumes from its own checkpoints. Its config must be the one it started with (its
 `config.json` there): a stage config file edited since is refused, as `main` refuses a workdir of another
-run, unless `--allow_config_change`.
+run, unless `--allow_config_change`; so is a finished stage's, which then keeps what it made (delete its
+directory to run it again).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import ml_collections
 
 from r1jax import checkpoint
 from r1jax.config import ConfigError, load_config_file, validate
+from r1jax.data import records
 from r1jax.modes import MODES
 
 STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -128,13 +130,19 @@ def _run_stage(stage: Mapping[str, Any], names: dict[str, str], workdir: str, al
     import jax
 
     stage_dir = os.path.join(workdir, stage["name"])
+    stage_cfg = stage_config(stage, names)
     names[stage["name"]] = stage_dir
     done_path = os.path.join(stage_dir, DONE_FILE)
     if os.path.exists(done_path):
+        with open(os.path.join(stage_dir, "config.json")) as f:
+            changes = records.json_changes(json.load(f), json.loads(stage_cfg.to_json_best_effort()))
+        if changes and not allow_config_change:
+            raise ConfigError(f"stage {stage['name']} finished in {stage_dir} with another config "
+                              f"({'; '.join(changes[:5])}); delete {stage_dir} to run it again with this one, or "
+                              "pass --allow_config_change to keep what it made")
         print(f"stage {stage['name']}: finished earlier ({stage_dir})", flush=True)
         with open(done_path) as f:
             return json.load(f)
-    stage_cfg = stage_config(stage, names)
     try:
         validate(stage_cfg, known_modes=MODES, num_devices=jax.device_count())
     except ConfigError as e:

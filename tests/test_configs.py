@@ -262,6 +262,19 @@ def test_invalid_grpo_configs_name_the_key(changes, message):
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("changes, message", [
+    ({"steps": 0}, "config.steps: 0 must be positive"),
+    ({"seq_len": 0}, "config.seq_len: 0 must be in 1..2048"),
+    ({"seq_len": 100_000}, "config.seq_len: 100000 must be in 1..2048, the model's positions"),
+])
+def test_invalid_benchmark_configs_name_the_key(changes, message):
+    config = _load(os.path.join(REPO, "configs", "benchmark.py"), "")
+    validate(config, known_modes=main.MODES, num_devices=8)
+    config.update_from_flattened_dict(changes)
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        validate(config, known_modes=main.MODES, num_devices=8)
+
+
 def test_grpo_steps_0_only_pretrains():
     validate(_grpo_smoke(**{"steps": 0, "pretrain.steps": 2}), known_modes=main.MODES, num_devices=8)
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 from conftest import xla_flags
 
@@ -88,6 +89,33 @@ def test_a_pipeline_stage_with_a_bad_config_is_one_line_and_the_corrected_comman
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("r1jax: ") and "/no/such/base" in result.stderr
     assert not (workdir / "config.json").exists()  # nothing ran: another value is a new run, not a changed one
+
+
+def test_an_input_a_mode_refuses_is_one_line_and_leaves_the_workdir_as_it_was(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    args = ["--config", os.path.join(REPO, "configs", "sft_countdown_tiny.py"), "--workdir", str(tmp_path / "run"),
+            f"--config.data.train_file={empty}", "--config.model.checkpoint=", "--config.tokenizer=char"]
+    result = _run_cli(*args, cwd=REPO)
+    assert (result.returncode, result.stderr) == (2, f"r1jax: {empty}: no records in the file\n")
+    assert not (tmp_path / "run" / "config.json").exists()  # a new run that did not start
+    (tmp_path / "run" / "config.json").write_text('{"steps": 7}')  # an earlier run's
+    result = _run_cli(*args, "--allow_config_change", cwd=REPO)
+    assert result.returncode == 2 and (tmp_path / "run" / "config.json").read_text() == '{"steps": 7}'
+
+
+def test_only_errors_r1jax_raises_about_its_inputs_are_shown_without_a_traceback(tmp_path):
+    from r1jax.data import records
+
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ValueError) as refused:
+        records.read_records(str(tmp_path / "empty.jsonl"))
+    with pytest.raises(ValueError) as in_a_library:
+        np.zeros(2).reshape(3)
+    with pytest.raises(ValueError) as in_a_call:
+        int("x")
+    assert main._refused_input(refused.value)
+    assert not main._refused_input(in_a_library.value) and not main._refused_input(in_a_call.value)
 
 
 @pytest.mark.parametrize("dotted,expected", [

@@ -81,6 +81,20 @@ def test_an_unfinished_stage_whose_config_changed_is_refused_unless_allowed(tmp_
     assert json.loads((tmp_path / "a" / "config.json").read_text())["steps"] == 9
 
 
+def test_a_finished_stage_whose_config_changed_is_refused_or_kept_but_not_silently_reused(tmp_path, monkeypatch):
+    from r1jax import sft
+
+    runs = []
+    monkeypatch.setattr(sft, "run", lambda stage_config, workdir: runs.append(stage_config.steps) or {"steps": 5})
+    pipeline.run(_pipeline({"name": "a", "config": SFT, "overrides": {"steps": 5}}), str(tmp_path))
+    edited = _pipeline({"name": "a", "config": SFT, "overrides": {"steps": 9}})
+    with pytest.raises(ConfigError, match=f"stage a finished in {tmp_path / 'a'} with another config "
+                                          rf"\(steps: 5 -> 9\); delete {tmp_path / 'a'} to run it again"):
+        pipeline.run(edited, str(tmp_path))
+    assert [r["name"] for r in pipeline.run(edited, str(tmp_path), allow_config_change=True)] == ["a"]
+    assert runs == [5]  # kept, not run again
+
+
 def test_a_stage_stopped_by_a_signal_ends_the_pipeline_unfinished(tmp_path, monkeypatch):
     from r1jax import sft
 

@@ -41,7 +41,7 @@ def sft_inputs(model_config, batch: int, seq_len: int, rng: np.random.Generator)
     tokens = rng.integers(0, model_config.vocab_size, (batch, seq_len), dtype=np.int32)
     positions = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch, seq_len)).copy()
     rows = sft.PackedRows(tokens, positions, np.ones_like(tokens), np.ones((batch, seq_len), bool))
-    return rows, sft.trained_tokens(rows)
+    return rows, sft.loss_divisor(sft.trained_per_row(rows))
 
 
 def grpo_inputs(model_config, batch: int, seq_len: int, prompt_len: int, rng: np.random.Generator):
