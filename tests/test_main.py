@@ -11,6 +11,7 @@ import pytest
 from conftest import xla_flags
 
 from r1jax import benchmark, checkpoint, hf, main
+from r1jax import config as config_lib
 from r1jax import model as model_lib
 from r1jax.config import ConfigError, load_config_file, unknown_override, validate
 
@@ -102,6 +103,18 @@ def test_an_input_a_mode_refuses_is_one_line_and_leaves_the_workdir_as_it_was(tm
     (tmp_path / "run" / "config.json").write_text('{"steps": 7}')  # an earlier run's
     result = _run_cli(*args, "--allow_config_change", cwd=REPO)
     assert result.returncode == 2 and (tmp_path / "run" / "config.json").read_text() == '{"steps": 7}'
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("cfg.txt", "x = 1", "is not a Python file"),
+    ("no_function.py", "x = 1", "defines no get_config(arg=None)"),
+    ("returns_int.py", "def get_config(arg=None):\n    return 5", "get_config returned a int, not an ml_collections"),
+    ("broken.py", "def get_config(arg=None)\n    return 5", "broken.py:1: expected ':'"),
+])
+def test_a_file_that_is_not_a_config_is_one_line(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    problem = config_lib.config_file_problem(str(tmp_path / name))
+    assert problem.startswith(f"--config {tmp_path / name}: ") and message in problem and "\n" not in problem
 
 
 def test_only_errors_r1jax_raises_about_its_inputs_are_shown_without_a_traceback(tmp_path):
