@@ -9,7 +9,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from r1jax import distributed, hf
+from r1jax import checkpoint, distributed, hf
 from r1jax import model as model_lib
 from r1jax import sharding
 from r1jax.tokenizer import Tokenizer, load_tokenizer
@@ -75,3 +75,13 @@ def tokenizer(config: ml_collections.ConfigDict, workdir: str) -> Tokenizer:
         distributed.barrier("char tokenizer written")
         return load_tokenizer(directory)
     return load_tokenizer(config.tokenizer or config.model.checkpoint)
+
+
+def export_final_model(workdir: str, model_config: model_lib.ModelConfig, params, tokenizer: Tokenizer) -> str:
+    """Writes a finished run's model with its tokenizer to `<workdir>/hf_export` (every process takes part: the
+    tensors are gathered in turn) and returns that path. A signal meanwhile waits for the export, which ends
+    the run (an enclosing pipeline's guard still hears it and stops before its next stage)."""
+    export_dir = os.path.join(workdir, "hf_export")
+    with checkpoint.PreemptionGuard():
+        hf.save_pretrained(model_config, params, export_dir, tokenizer=tokenizer)
+    return export_dir

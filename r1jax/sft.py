@@ -51,7 +51,7 @@ import optax
 from r1jax import checkpoint as checkpoint_lib
 from r1jax import metrics as metrics_lib
 from r1jax import model as model_lib
-from r1jax import distributed, hf, optim, plotting, runtime, sampler, sharding
+from r1jax import distributed, optim, plotting, runtime, sampler, sharding
 from r1jax.data import records
 from r1jax.model import ModelConfig, Params
 from r1jax.tokenizer import Tokenizer, load_tokenizer
@@ -761,9 +761,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     summary = dict(steps=step, final_eval=last_eval, params=state["params"])
     if step < config.steps:
         return dict(summary, stopped=True)  # preempted: the next run in this workdir continues
-    export_dir = os.path.join(workdir, "hf_export")
-    # Every process: the tensors are gathered in turn.
-    hf.save_pretrained(model_config, state["params"], export_dir, tokenizer=tokenizer)
+    export_dir = runtime.export_final_model(workdir, model_config, state["params"], tokenizer)
     if not distributed.is_main_process():
         return dict(summary, export_dir=export_dir)
     history = metrics_lib.read_metrics(os.path.join(workdir, metrics_lib.METRICS_FILE))

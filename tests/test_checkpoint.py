@@ -293,3 +293,26 @@ def test_a_save_to_a_read_only_disk_fails_at_once_and_the_process_exits(tmp_path
     if "mount:" in result.stderr or "unshare:" in result.stderr:
         pytest.skip(f"no private read-only mount here: {result.stderr.strip()[:200]}")
     assert result.returncode == 0 and "refused: [Errno 30] Read-only file system" in result.stdout, result.stderr
+
+
+def test_a_signal_during_the_final_export_waits_for_it(tmp_path, monkeypatch):
+    from r1jax import hf, runtime
+
+    written = []
+
+    def save_pretrained_signalled_midway(model_config, params, path, *, tokenizer):
+        os.kill(os.getpid(), signal.SIGTERM)
+        written.append(path)
+
+    def killed_mid_export(signum, frame):
+        raise RuntimeError("the default SIGTERM action would end the process mid-export")
+
+    monkeypatch.setattr(hf, "save_pretrained", save_pretrained_signalled_midway)
+    previous = signal.signal(signal.SIGTERM, killed_mid_export)
+    try:
+        assert runtime.export_final_model(str(tmp_path), None, None, None) == str(tmp_path / "hf_export")
+        with PreemptionGuard() as pipeline_guard:  # a pipeline around the stage still stops after it
+            runtime.export_final_model(str(tmp_path), None, None, None)
+        assert pipeline_guard.requested and written == [str(tmp_path / "hf_export")] * 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -197,14 +197,6 @@ def test_journeys_stitch_wrong_samples_before_the_first_correct_one(data_dir, tm
     assert [json.loads(line)["prompt_id"] for line in open(summary["output_file"])] == [1]
 
 
-def test_keeping_nothing_is_an_error_not_an_empty_sft_file(data_dir, tmp_path):
-    traces_file = tmp_path / "traces.jsonl"
-    traces_file.write_text("".join(json.dumps({"prompt_id": i, "completion": "<answer>1+1</answer>"}) + "\n"
-                                   for i in range(3)))
-    with pytest.raises(ValueError, match=r"no sample was kept \(0 of 3 correct\): .*distill.jsonl holds nothing"):
-        distill.run(_config(data_dir, traces_file=str(traces_file)), str(tmp_path))
-
-
 @pytest.mark.parametrize("record,words", [
     ({"prompt_id": 8, "completion": "x"}, "'prompt_id' must be an index into the 8 prompts"),
     ({"prompt_id": "0", "completion": "x"}, "'prompt_id' must be an index"),

@@ -33,7 +33,7 @@ import optax
 from r1jax import checkpoint as checkpoint_lib
 from r1jax import metrics as metrics_lib
 from r1jax import model as model_lib
-from r1jax import distributed, hf, optim, plotting, pretrain, runtime, sampler, sharding
+from r1jax import distributed, optim, plotting, pretrain, runtime, sampler, sharding
 from r1jax.data import tasks
 from r1jax.rewards import RewardSet
 from r1jax.rl import grpo
@@ -490,9 +490,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     summary["final_eval"] = summary["final_eval"] or _logged_eval(workdir, summary["steps"]) or {}
     if summary["steps"] < config.steps:
         return dict(summary, stopped=True)  # preempted: the next run in this workdir continues
-    export_dir = os.path.join(workdir, "hf_export")
-    # Every process takes part.
-    hf.save_pretrained(grpo_run.model_config, grpo_run.state["params"], export_dir, tokenizer=grpo_run.tokenizer)
+    export_dir = runtime.export_final_model(workdir, grpo_run.model_config, grpo_run.state["params"],
+                                            grpo_run.tokenizer)
     if not distributed.is_main_process():
         return dict(summary, export_dir=export_dir)
     curves = plotting.plot_metrics(os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "curves.png"))
