@@ -57,7 +57,7 @@ def _write_problems(path, lines):
 
 def test_a_problem_without_a_statement_or_with_bad_tests_names_its_line(tmp_path):
     path = _write_problems(tmp_path / "p.jsonl", [{"problem": "Add.", "tests": ADD}, {"question": "Add.", "tests": ADD}])
-    with pytest.raises(ValueError, match=r"p.jsonl:2: no problem statement under 'problem' .*data.code.question_key"):
+    with pytest.raises(ValueError, match=r"p.jsonl:2: no question text under 'problem' .*data.code.question_key"):
         tasks.read_code_jsonl(path)
     path = _write_problems(tmp_path / "p.jsonl", [{"problem": "Add.", "tests": ADD}, {"problem": "Add."}])
     with pytest.raises(ValueError, match=r"p.jsonl:2: no test cases under 'tests' .*data.code.tests_key"):

@@ -119,7 +119,7 @@ def test_missing_or_empty_math_files_raise_naming_the_file(tmp_path):
     with pytest.raises(ValueError, match="no-such.jsonl"):
         tasks.read_math_jsonl(str(tmp_path / "no-such.jsonl"))
     (tmp_path / "empty.jsonl").write_text("\n")
-    with pytest.raises(ValueError, match="empty.jsonl: no examples"):
+    with pytest.raises(ValueError, match="empty.jsonl: no problems"):
         tasks.read_math_jsonl(str(tmp_path / "empty.jsonl"))
 
 

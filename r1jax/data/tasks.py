@@ -64,10 +64,8 @@ def load_task(config: ml_collections.ConfigDict, tokenizer, workdir: str) -> Tas
     math problems are read from `data.math`'s files."""
     if config.name not in TASKS:
         raise ValueError(f"data.name {config.name!r} is not one of {TASKS}")
-    if config.name == "math":
-        return _math_task(config, tokenizer)
-    if config.name == "code":
-        return _code_task(config, tokenizer)
+    if config.name in ("math", "code"):
+        return _problem_task(config, tokenizer)
     data_dir = config.data_dir or os.path.join(workdir, "data")
     tfds.disable_progress_bar()  # the run's own progress output is what matters
     builder_config = countdown.CountdownConfig(**dict(config.countdown))
@@ -81,24 +79,16 @@ def load_task(config: ml_collections.ConfigDict, tokenizer, workdir: str) -> Tas
     return Task(train, test, render, tokenizer.encode_prompt)
 
 
-def _math_task(config: ml_collections.ConfigDict, tokenizer) -> Task:
-    keys = dict(question_key=config.math.question_key, answer_key=config.math.answer_key)
-    train = read_math_jsonl(config.math.train_file, **keys)
-    test = read_math_jsonl(config.math.test_file, **keys)
+def _problem_task(config: ml_collections.ConfigDict, tokenizer) -> Task:
+    """Problems read from the JSONL files of `data.math` or `data.code`, prompted with the task's template."""
+    read, prompt, key = {"math": (read_math_jsonl, prompts.math_prompt, "answer_key"),
+                         "code": (read_code_jsonl, prompts.code_prompt, "tests_key")}[config.name]
+    files = config[config.name]
+    keys = {"question_key": files.question_key, key: files[key]}
+    train, test = (read(files[split], **keys) for split in ("train_file", "test_file"))
 
     def render(example: Mapping[str, Any]) -> str:
-        return prompts.math_prompt(example["question"], template=config.template, renderer=tokenizer)
-
-    return Task(train, test, render, tokenizer.encode_prompt)
-
-
-def _code_task(config: ml_collections.ConfigDict, tokenizer) -> Task:
-    keys = dict(question_key=config.code.question_key, tests_key=config.code.tests_key)
-    train = read_code_jsonl(config.code.train_file, **keys)
-    test = read_code_jsonl(config.code.test_file, **keys)
-
-    def render(example: Mapping[str, Any]) -> str:
-        return prompts.code_prompt(example["question"], template=config.template, renderer=tokenizer)
+        return prompt(example["question"], template=config.template, renderer=tokenizer)
 
     return Task(train, test, render, tokenizer.encode_prompt)
 
@@ -107,14 +97,8 @@ def read_code_jsonl(path: str, *, question_key: str = "problem", tests_key: str 
     """Programming problems from a JSONL file (or any file `r1jax.data.records` reads): the problem
     statement under `question_key`, its test cases under `tests_key` in any layout `code_tests` reads.
     Problems raise ValueError naming the file and line."""
-    if not os.path.isfile(path):
-        raise ValueError(f"{path!r} is not a file; point data.code.train_file/test_file at JSONL files")
     examples = []
-    for where, record in records.read_records(path, what="problems"):
-        question = record.get(question_key)
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError(f"{where}: no problem statement under {question_key!r} (the line has fields "
-                             f"{sorted(record)}); set data.code.question_key")
+    for where, record, question in _problem_records(path, question_key, key_advice="set data.code.{}"):
         if tests_key not in record:
             raise ValueError(f"{where}: no test cases under {tests_key!r} (the line has fields {sorted(record)}); "
                              "set data.code.tests_key")
@@ -124,6 +108,19 @@ def read_code_jsonl(path: str, *, question_key: str = "problem", tests_key: str 
             raise ValueError(f"{where}: the tests under {tests_key!r}: {e}") from None
         examples.append(CodeExample(question=question, tests=tests))
     return examples
+
+
+def _problem_records(path: str, question_key: str, key_advice: str) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """`(location, record, question text)` of every problem of a file; ValueError naming the line of one
+    without a question, whose message ends with `key_advice` formatted with 'question_key'."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path!r} is not a file; point it at a JSONL file with one problem a line")
+    for where, record in records.read_records(path, what="problems"):
+        question = record.get(question_key)
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"{where}: no question text under {question_key!r} (the line has fields "
+                             f"{sorted(record)}); {key_advice.format('question_key')}")
+        yield where, record, question
 
 
 _STDIN_KINDS = ("stdin", "stdin_stdout")  # LiveCodeBench's testtype, open-r1's type
@@ -193,14 +190,8 @@ def read_math_jsonl(path: str, *, question_key: str = "problem", answer_key: str
     taken (the MATH dataset's layout). Problems raise ValueError naming the file and line; a missing
     field's error ends with `key_advice`, formatted with 'question_key' or 'answer_key'.
     """
-    if not os.path.isfile(path):
-        raise ValueError(f"{path!r} is not a file; point data.math.train_file/test_file at JSONL files")
     examples = []
-    for where, record in records.read_records(path, what="examples"):
-        question = record.get(question_key)
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError(f"{where}: no question text under {question_key!r} (the line has fields "
-                             f"{sorted(record)}); {key_advice.format('question_key')}")
+    for where, record, question in _problem_records(path, question_key, key_advice):
         if isinstance(record.get(answer_key), float) and not math.isfinite(record[answer_key]):
             raise ValueError(f"{where}: the answer under {answer_key!r} is {record[answer_key]}, not a number")
         answer = _gold_answer(record, answer_key)
