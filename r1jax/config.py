@@ -41,7 +41,8 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
         raise ValueError(f"{file_path} defines no get_config(arg=None)")
     config = get_config(variant or None)
     if not isinstance(config, ml_collections.ConfigDict):
-        raise ValueError(f"{file_path}: get_config returned a {type(config).__name__}, not an ml_collections.ConfigDict")
+        raise ValueError(f"{file_path}: get_config returned a {type(config).__name__}, not an "
+                         "ml_collections.ConfigDict")
     return config
 
 

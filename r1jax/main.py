@@ -68,7 +68,8 @@ def main(argv: list[str]) -> None:
     workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
     config_json = os.path.join(workdir, "config.json")
     earlier_config_json = _read_if_present(config_json)
-    problem = checkpoint.prepare_workdir(workdir, config.to_json_best_effort(indent=2), write=distributed.is_main_process(),
+    problem = checkpoint.prepare_workdir(workdir, config.to_json_best_effort(indent=2),
+                                         write=distributed.is_main_process(),
                                          allow_config_change=_ALLOW_CONFIG_CHANGE.value)
     if problem:
         print(f"r1jax: {problem}", file=sys.stderr)

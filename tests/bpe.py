@@ -4,7 +4,8 @@ from collections.abc import Sequence
 import tokenizers
 
 
-def train_byte_level_bpe(corpus: Sequence[str], *, vocab_size: int, special_tokens: Sequence[str]) -> tokenizers.Tokenizer:
+def train_byte_level_bpe(corpus: Sequence[str], *, vocab_size: int,
+                         special_tokens: Sequence[str]) -> tokenizers.Tokenizer:
     bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
     bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = tokenizers.decoders.ByteLevel()

@@ -1,11 +1,11 @@
 """Code-execution reward: run the program in a completion against test cases inside a sandbox.
 
-The reward of a completion is the share of its test cases that pass, in [0, 1] (or, with
-`all_or_nothing`, 1 only if all pass: DeepCoder's sparse reward, which partial credit cannot hack). The
-program is the *last* fenced Python block of the completion (```python / ```py / ```python3 or a bare
-```) after its last `</think>`; a completion without one, or with only an unterminated block, scores 0. A string without fences is
-not guessed to be code: pass `from_completion=False` to run a string that is already a program
-(reference solutions, dataset checks).
+The reward of a completion is the share of its test cases that pass, in [0, 1]; with `all_or_nothing`,
+1 only if all pass (DeepCoder's sparse reward: partial credit also pays programs that special-case some
+tests). The program is the *last* fenced Python block of the completion (```python / ```py /
+```python3 or a bare ```) after its last `</think>`; a completion without one, or with only an
+unterminated block, scores 0. A string without fences is not guessed to be code: pass
+`from_completion=False` to run a string that is already a program (reference solutions, dataset checks).
 
 Test cases are either
   * stdin/stdout: `{"input": "...", "output": "..."}`; the program runs as `__main__` with the input

@@ -27,8 +27,9 @@ by value, not by sympy simplification:
 Every check is bounded without signals or subprocesses, so it works from any thread: answers longer
 than MAX_ANSWER_CHARS or nested deeper than MAX_NESTING are rejected, exact integers are capped at
 MAX_EXACT_BITS (beyond that values become doubles, and overflow fails the check), and evaluation
-checks a deadline of `timeout_s` of the thread's CPU time at every node. A gold answer that cannot be parsed or evaluated makes the result
-None, so the trainer can leave the example out of its statistics instead of paying a free reward.
+checks a deadline (`timeout_s` of the thread's CPU time) at every node. A gold answer that cannot be
+parsed or evaluated makes the result None, so the trainer can leave the example out of its statistics
+instead of paying a free reward.
 """
 from __future__ import annotations
 
