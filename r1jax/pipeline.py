@@ -134,8 +134,10 @@ def _run_stage(stage: Mapping[str, Any], names: dict[str, str], workdir: str, al
     names[stage["name"]] = stage_dir
     done_path = os.path.join(stage_dir, DONE_FILE)
     if os.path.exists(done_path):
-        with open(os.path.join(stage_dir, "config.json")) as f:
-            changes = records.json_changes(json.load(f), json.loads(stage_cfg.to_json_best_effort()))
+        changes = []
+        if os.path.isfile(os.path.join(stage_dir, "config.json")):
+            with open(os.path.join(stage_dir, "config.json")) as f:
+                changes = records.json_changes(json.load(f), json.loads(stage_cfg.to_json_best_effort()))
         if changes and not allow_config_change:
             raise ConfigError(f"stage {stage['name']} finished in {stage_dir} with another config "
                               f"({'; '.join(changes[:5])}); delete {stage_dir} to run it again with this one, or "
