@@ -31,4 +31,5 @@ def get_config(arg: str | None = None):
     config.prompt_batch_size = 8  # 8 prompts x 16 samples: 128 rows of 8k-token KV cache per sampler call
     config.verifier = (dict(name="code", weight=1.0),)  # best-of-N by the tests themselves: an oracle
     config.sampling.update(num_samples=16)
+    config.reward_workers = 8  # sandboxes at a time
     return config

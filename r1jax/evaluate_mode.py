@@ -99,6 +99,7 @@ def eval_config() -> ml_collections.ConfigDict:
     config.stop_strings = ("</answer>",)
     config.prompt_batch_size = 16  # prompts per sampler call; each brings num_samples (or width) rows
     config.verifier = (dict(name="countdown", weight=1.0),)  # best-of-N's ranking, reward entries as in GRPO
+    config.reward_workers = 0  # processes scoring in parallel (the code reward runs programs); 0: this one
     config.sampling = ml_collections.ConfigDict(dict(
         num_samples=64, temperature=evaluate.R1_EVAL_TEMPERATURE, top_p=evaluate.R1_EVAL_TOP_P, top_k=0,
         num_subsets=1000,  # maj@N: random N-subsets per point where there are more (exact below)
@@ -171,6 +172,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check(all(isinstance(s, str) and s for s in config.stop_strings), "stop_strings",
            f"{config.stop_strings!r} must be non-empty strings, e.g. --config.stop_strings=\"('</answer>',)\"")
     _check(bool(config.verifier), "verifier", "is empty; list at least one reward, e.g. [dict(name='math')]")
+    _check(config.reward_workers >= 0, "reward_workers", f"{config.reward_workers} must be >= 0 (0: this process)")
     for i, entry in enumerate(config.verifier):
         try:
             resolve(RewardSpec.from_config(entry).name)
@@ -262,13 +264,18 @@ class Evaluator:
         self.prompts = [tokenizer.encode_prompt(text) for text in prompt_texts]
         self.eos_ids = tuple(tokenizer.eos_ids)
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-        self.accuracy = RewardSet([dict(name=self.task.accuracy_reward)])
-        self.verifier = RewardSet(list(config.verifier))
+        self.accuracy = RewardSet([dict(name=self.task.accuracy_reward)], num_workers=config.reward_workers)
+        self.verifier = RewardSet(list(config.verifier), num_workers=config.reward_workers)
         try:  # a verifier reading fields the task's examples lack fails here, before any sampling
             self.verifier.score_batch([""], self.examples[:1])
         except KeyError as e:
             message = str(e).strip("'\"")
             raise ValueError(f"config.verifier: {message}") from None
+
+    def close(self) -> None:
+        """Stops the reward worker processes."""
+        self.accuracy.close()
+        self.verifier.close()
 
     # -- shared pieces ----------------------------------------------------------------------
 
@@ -499,10 +506,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     with sharding.use_mesh(mesh, rules), checkpoint.PreemptionGuard() as preemption:
         evaluator = Evaluator(config, model_config, params, tokenizer, examples, prompt_texts,
                               os.path.join(workdir, "samples"), preemption)
-        for method in config.methods:
-            start = time.perf_counter()
-            report["methods"].update(getattr(evaluator, method)())
-            report["seconds"][method] = time.perf_counter() - start
+        try:
+            for method in config.methods:
+                start = time.perf_counter()
+                report["methods"].update(getattr(evaluator, method)())
+                report["seconds"][method] = time.perf_counter() - start
+        finally:
+            evaluator.close()
     with open(os.path.join(workdir, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
     report["plot"] = plot_report(report, os.path.join(workdir, "scaling.png"))

@@ -144,6 +144,7 @@ def test_sampling_curves_equal_enumerating_every_subset(task_name, char_tokenize
         config.data.update(name="code", template="base")
         config.data.code.update(test_file=str(test_file))
         config.verifier = [dict(name="code")]
+        config.reward_workers = 2  # sandboxes in two spawned processes
         evaluate_mode.validate_config(config)
         examples, texts = evaluate_mode.load_problems(config.data, char_tokenizer, str(tmp_path))
         assert examples[1]["tests"] == CODE_PROBLEMS[1]["tests"]
@@ -156,7 +157,10 @@ def test_sampling_curves_equal_enumerating_every_subset(task_name, char_tokenize
         scripts = GSM8K_SCRIPTS
     monkeypatch.setattr(sampler, "generate", _fake_generate(char_tokenizer, dict(zip(texts, scripts))))
     evaluator = evaluate_mode.Evaluator(config, None, None, char_tokenizer, examples, texts, str(tmp_path / "s"))
-    results = evaluator.sampling()
+    try:
+        results = evaluator.sampling()
+    finally:
+        evaluator.close()
 
     task = evaluate_mode.EVAL_TASKS[task_name]
     assert [row["n"] for row in results["pass@k"]["rows"]] == [1, 2, 4, 6]
