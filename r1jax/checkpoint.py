@@ -23,12 +23,13 @@ start (`cleanup_tmp_directories`). tests/test_checkpoint.py SIGKILLs a child dur
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
 import types
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -255,3 +256,38 @@ def prepare_workdir(workdir: str, config_json: str, *, write: bool, allow_config
     except (OSError, ValueError) as e:  # ValueError: a config.json that is not JSON
         return f"{workdir}: {e}"
     return None
+
+
+# What a run saves as it goes: checkpoint steps, the progress of sample files, finished stages, exports.
+_PROGRESS_PATTERNS = ("**/*checkpoints/[0-9]*", "**/*.progress", "**/stage.json", "**/pretrain.json", "**/hf_export")
+
+
+class WorkdirSnapshot(NamedTuple):
+    config_json: str | None  # config.json's content (None: there was none)
+    progress: dict[str, float]  # saved progress under the workdir: path -> modification time
+
+
+def snapshot_workdir(workdir: str) -> WorkdirSnapshot:
+    """The workdir's config.json and saved progress, taken before a run, for `restore_config_if_nothing_saved`."""
+    progress = {path: os.path.getmtime(path) for pattern in _PROGRESS_PATTERNS
+                for path in glob.glob(os.path.join(glob.escape(workdir), pattern), recursive=True)}
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            return WorkdirSnapshot(f.read(), progress)
+    except OSError:
+        return WorkdirSnapshot(None, progress)
+
+
+def restore_config_if_nothing_saved(workdir: str, before: WorkdirSnapshot) -> None:
+    """After a run that failed: if it saved no progress since `before`, puts config.json back as it was (removes it
+    if there was none), so that the corrected command is not refused as another run's. Progress it saved keeps the
+    config that made it."""
+    if snapshot_workdir(workdir).progress != before.progress:
+        return
+    path = os.path.join(workdir, "config.json")
+    if before.config_json is None:
+        if os.path.exists(path):
+            os.remove(path)
+    else:
+        with open(path, "w") as f:
+            f.write(before.config_json)

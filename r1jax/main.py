@@ -66,8 +66,7 @@ def main(argv: list[str]) -> None:
         sys.exit(2)
     distributed.silence_other_processes()
     workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
-    config_json = os.path.join(workdir, "config.json")
-    earlier_config_json = _read_if_present(config_json)
+    before = checkpoint.snapshot_workdir(workdir)
     problem = checkpoint.prepare_workdir(workdir, config.to_json_best_effort(indent=2),
                                          write=distributed.is_main_process(),
                                          allow_config_change=_ALLOW_CONFIG_CHANGE.value)
@@ -89,30 +88,13 @@ def main(argv: list[str]) -> None:
         # mode refused (a data file, a prompts file): one line. Anything else is a bug: its traceback.
         if not (isinstance(e, ConfigError) or _refused_input(e)):
             raise
-        if distributed.is_main_process():  # so that the corrected command is not refused as another run's
-            _restore(config_json, earlier_config_json)
+        if distributed.is_main_process():
+            checkpoint.restore_config_if_nothing_saved(workdir, before)
         print(f"r1jax: {e}", file=sys.stderr)
         sys.exit(2)
     summaries = result if isinstance(result, list) else [result]  # the pipeline's: one per stage
     if any(isinstance(summary, dict) and summary.get("stopped") for summary in summaries):
         sys.exit(checkpoint.STOPPED_EXIT_CODE)
-
-
-def _read_if_present(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _restore(path: str, content: str | None) -> None:
-    """Puts back the file `content` was read from (removes it if there was none)."""
-    if content is None:
-        os.remove(path)
-    else:
-        with open(path, "w") as f:
-            f.write(content)
 
 
 def _refused_input(error: BaseException) -> bool:

@@ -137,7 +137,9 @@ def _run_stage(stage: Mapping[str, Any], names: dict[str, str], workdir: str, al
         changes = []
         if os.path.isfile(os.path.join(stage_dir, "config.json")):
             with open(os.path.join(stage_dir, "config.json")) as f:
-                changes = records.json_changes(json.load(f), json.loads(stage_cfg.to_json_best_effort()))
+                # Settings a newer r1jax added are not changes: the stage finished without them.
+                changes = records.json_changes(json.load(f), json.loads(stage_cfg.to_json_best_effort()),
+                                               new_keys=False)
         if changes and not allow_config_change:
             raise ConfigError(f"stage {stage['name']} finished in {stage_dir} with another config "
                               f"({'; '.join(changes[:5])}); delete {stage_dir} to run it again with this one, or "
@@ -149,13 +151,18 @@ def _run_stage(stage: Mapping[str, Any], names: dict[str, str], workdir: str, al
         validate(stage_cfg, known_modes=MODES, num_devices=jax.device_count())
     except ConfigError as e:
         raise ConfigError(f"stage {stage['name']}: {e}") from None
+    before = checkpoint.snapshot_workdir(stage_dir)
     problem = checkpoint.prepare_workdir(stage_dir, stage_cfg.to_json_best_effort(indent=2), write=True,
                                          allow_config_change=allow_config_change)
     if problem:
         raise ConfigError(f"stage {stage['name']}: {problem}")
     print(f"stage {stage['name']}: mode {stage_cfg.mode} in {stage_dir}", flush=True)
     start, cpu_start = time.perf_counter(), time.process_time()
-    summary = importlib.import_module(MODES[stage_cfg.mode]).run(stage_cfg, stage_dir)
+    try:
+        summary = importlib.import_module(MODES[stage_cfg.mode]).run(stage_cfg, stage_dir)
+    except Exception:
+        checkpoint.restore_config_if_nothing_saved(stage_dir, before)
+        raise
     record = dict(name=stage["name"], mode=stage_cfg.mode, seconds=time.perf_counter() - start,
                   cpu_seconds=time.process_time() - cpu_start, workdir=stage_dir)
     if isinstance(summary, dict) and summary.get("stopped"):  # saved on a signal: not finished

@@ -316,3 +316,24 @@ def test_a_signal_during_the_final_export_waits_for_it(tmp_path, monkeypatch):
         assert pipeline_guard.requested and written == [str(tmp_path / "hf_export")] * 2
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_config_json_is_put_back_after_a_failure_only_if_nothing_was_saved(tmp_path):
+    from r1jax import checkpoint
+
+    before = checkpoint.snapshot_workdir(str(tmp_path))  # a new workdir
+    (tmp_path / "config.json").write_text('{"steps": 9}')
+    checkpoint.restore_config_if_nothing_saved(str(tmp_path), before)
+    assert not (tmp_path / "config.json").exists()
+
+    (tmp_path / "config.json").write_text('{"steps": 5}')  # a run of 5 steps saved step 2
+    (tmp_path / "checkpoints" / "2").mkdir(parents=True)
+    before = checkpoint.snapshot_workdir(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"steps": 9}')  # --allow_config_change, then an input refused
+    checkpoint.restore_config_if_nothing_saved(str(tmp_path), before)
+    assert (tmp_path / "config.json").read_text() == '{"steps": 5}'
+
+    (tmp_path / "config.json").write_text('{"steps": 9}')
+    (tmp_path / "checkpoints" / "4").mkdir()  # the new config saved a step before failing: its config stays
+    checkpoint.restore_config_if_nothing_saved(str(tmp_path), before)
+    assert (tmp_path / "config.json").read_text() == '{"steps": 9}'

@@ -93,6 +93,25 @@ def test_a_finished_stage_whose_config_changed_is_refused_or_kept_but_not_silent
         pipeline.run(edited, str(tmp_path))
     assert [r["name"] for r in pipeline.run(edited, str(tmp_path), allow_config_change=True)] == ["a"]
     assert runs == [5]  # kept, not run again
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    del saved["sft"]["seq_len"]  # as if a newer r1jax added the setting after the stage finished
+    (tmp_path / "a" / "config.json").write_text(json.dumps(saved))
+    assert [r["name"] for r in pipeline.run(_pipeline({"name": "a", "config": SFT, "overrides": {"steps": 5}}),
+                                            str(tmp_path))] == ["a"]
+
+
+def test_a_stage_that_refuses_its_input_leaves_no_config_behind(tmp_path, monkeypatch):
+    from r1jax import sft
+
+    def refusing(stage_config, workdir):
+        raise ValueError("data.jsonl: no records in the file")
+
+    monkeypatch.setattr(sft, "run", refusing)
+    with pytest.raises(ValueError, match="no records"):
+        pipeline.run(_pipeline({"name": "a", "config": SFT, "overrides": {"steps": 5}}), str(tmp_path))
+    assert not (tmp_path / "a" / "config.json").exists()  # the corrected pipeline is a new run of the stage
+    monkeypatch.setattr(sft, "run", lambda stage_config, workdir: {"steps": stage_config.steps})
+    pipeline.run(_pipeline({"name": "a", "config": SFT, "overrides": {"steps": 7}}), str(tmp_path))
 
 
 def test_a_stage_stopped_by_a_signal_ends_the_pipeline_unfinished(tmp_path, monkeypatch):

@@ -78,6 +78,7 @@ EQUIVALENT = [
     ("-5\\%", "-5"), ("-5\\%", "-0.05"), ("-0.05", "-5\\%"),
     ("\\text{No}", "no"), ("No", "\\text{NO}"), ("\\text{no}", "\\textbf{No}"),  # the two-letter answer word
     ("\\text{A}, \\text{C}", "C, A"), ("\\text{(A)}, \\text{(C)}", "\\text{C} and \\text{A}"),  # choices
+    ("\\text{A and C}", "A, C"), ("\\text{AB}", "AB"), ("\\text{xy}", "yx"),
     ("15000000000", "1.5e10"), ("1.5 \\times 10^{10}", "1.5E+10"), ("0.3", "3e-1"), ("2e", "2 e"),  # scientific
 ]
 NOT_EQUIVALENT = [

@@ -87,13 +87,15 @@ def write_records(path: str, records: Iterable[Mapping[str, Any]]) -> int:
     return count
 
 
-def json_changes(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """`key: old -> new` for every field (dotted) whose value differs between two JSON objects."""
+def json_changes(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "", *,
+                 new_keys: bool = True) -> list[str]:
+    """`key: old -> new` for every field (dotted) whose value differs between two JSON objects; without
+    `new_keys`, fields only `current` has (a newer version's settings) are not changes."""
     changes = []
-    for key in sorted(saved.keys() | current.keys()):
+    for key in sorted(saved.keys() | current.keys() if new_keys else saved.keys()):
         old, new = saved.get(key, "(none)"), current.get(key, "(none)")
         if isinstance(old, dict) and isinstance(new, dict):
-            changes += json_changes(old, new, f"{prefix}{key}.")
+            changes += json_changes(old, new, f"{prefix}{key}.", new_keys=new_keys)
         elif old != new:
             changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
     return changes

@@ -260,8 +260,6 @@ _BARE_FUNCTION = re.compile(
 _ENVIRONMENT = re.compile(r"\\(?:begin|end)\s*\{[A-Za-z*]*\}")
 _WORD = re.compile(r"(?<![A-Za-z\\])[A-Za-z]{3,}")
 _NOT_ALPHANUMERIC = re.compile(r"[^a-z0-9]")
-_TWO_LETTERS = re.compile(r"[A-Za-z]{2}")
-_DIGIT = re.compile(r"[0-9]")
 _NO = re.compile(r"[Nn]o|NO")  # the one two-letter answer word; other letter pairs are products ("ab")
 # A lone capital in \text (or "(C)"), at the start or after a comma or "and", is a multiple-choice letter.
 _CHOICE_LETTER = re.compile(r"\(?([A-Z])\)?")
@@ -323,8 +321,6 @@ def _normalize(answer: str) -> tuple[str, bool]:
     whole_text = _TEXT_COMMAND.fullmatch(text)
     if whole_text:  # \text{Monday}, \text{No}, \text{(C)}: the words are the answer
         text = whole_text[1]
-        if _TWO_LETTERS.search(text) and not _DIGIT.search(text):
-            return text, True
     text = _TEXT_COMMAND.sub(_text_outside_math, text)
     text = _FONT_COMMAND.sub("", _ROMAN_UNIT.sub(" ", text))
     text = _MATH_THOUSANDS.sub(",", _DEGREES.sub("", text).replace("{,}", ","))  # 10{,}000, MATH's 10,\! 000
