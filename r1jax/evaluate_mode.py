@@ -5,9 +5,10 @@
 Tasks (`data.name`): 'countdown' (built locally as for GRPO, from `data.countdown`), the math benchmarks
 'gsm8k', 'math500', 'aime2024' (`r1jax.data.benchmarks`, read from the file in `data.manual_dir`), and
 'code': programming problems with their tests in `data.code.test_file` (`r1jax.data.tasks.read_code_jsonl`:
-MBPP-style assert lists, stdin/stdout cases of APPS, CodeContests, LiveCodeBench). The first `data.num_examples` test
-problems (0: all) are prompted with `data.template`; a completion is correct when the task's accuracy reward
-('countdown', 'math', or 'code': every test passes in the sandbox) pays `r1jax.evaluate.CORRECT_SCORE`.
+MBPP-style assert lists, stdin/stdout cases of APPS, CodeContests, LiveCodeBench). The first
+`data.num_examples` test problems (0: all) are prompted with `data.template`; a completion is correct when the
+task's accuracy reward ('countdown', 'math', or 'code': every test passes in the sandbox) pays
+`r1jax.evaluate.CORRECT_SCORE`.
 
 Methods (`methods`, any of):
 * greedy: one greedy completion per problem.
