@@ -230,6 +230,25 @@ def test_a_case_that_times_out_does_not_sink_the_others():
     assert result.cases[1].reason == "timed out after 1s"
 
 
+def test_stop_at_failure_runs_no_case_after_one_that_times_out_or_fails():
+    source = program("""
+        def f(x):
+            while x == 2:
+                pass
+            return x
+    """)
+    tests = ["assert f(1) == 1", "assert f(2) == 2", "assert f(3) == 3", "assert f(4) == 4"]
+    result = code.evaluate(fenced(source), tests, timeout_s=1.0, stop_at_failure=True)
+    assert [(case.passed, case.reason) for case in result.cases] == [
+        (True, "passed"), (False, "timed out after 1s"), (False, "not run: an earlier case failed"),
+        (False, "not run: an earlier case failed")]
+    assert code.run_tests(fenced(source), tests, timeout_s=1.0, all_or_nothing=True) == 0.0
+    crashing = code.evaluate(fenced("raise SystemExit(3)\n"), prints("1") * 3, stop_at_failure=True)
+    assert [case.reason for case in crashing.cases][1:] == ["not run: an earlier case failed"] * 2
+    wrong = code.evaluate(fenced("print(2)\n"), prints("1") * 3, timeout_s=RELAXED_TIMEOUT_S, stop_at_failure=True)
+    assert [case.reason for case in wrong.cases] == ["wrong output"] * 3  # judged here: the cases all ran
+
+
 def test_program_works_in_a_private_writable_directory_that_is_removed(monkeypatch, tmp_path):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     source = program("""

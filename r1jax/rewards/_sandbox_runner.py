@@ -13,7 +13,8 @@ be trusted.
 For each case it writes one record on stdout: a header line of seven integers
   case exit_code timed_out output_overflow assertions_completed stdout_bytes stderr_bytes
 followed by that many bytes of stdout and then of stderr (its tail). The caller judges the output,
-so expected outputs never reach memory the program could read.
+so expected outputs never reach memory the program could read. With the job's `stop_at_failure`, the
+cases after one that exits with an error, times out or overflows are not run.
 
 Assert-style tests have to run in the program's own process, so they guard themselves against a
 program that tries to pass them without solving the task (`_compile_tests`):
@@ -94,7 +95,10 @@ def main() -> None:
     if has_tests:
         _load_test_tools()
     for index, case in enumerate(job["cases"]):
-        _write_all(1, _run_case(job, case, index))
+        record, failed = _run_case(job, case, index)
+        _write_all(1, record)
+        if failed and job["stop_at_failure"]:
+            break
 
 
 # ---------------------------------------------------------------- filesystem view (namespaces only)
@@ -221,8 +225,9 @@ class _Captured:
         return max(len(self.stdout), self.stderr_bytes) > self.max_output_bytes
 
 
-def _run_case(job: dict, case: dict, index: int) -> bytes:
-    """Run one case in a forked child and return its record."""
+def _run_case(job: dict, case: dict, index: int) -> tuple[bytes, bool]:
+    """Run one case in a forked child; its record, and whether it failed here (an error exit, a timeout, too
+    much output: a wrong output is judged by the caller)."""
     stdin_fd = _stdin_for(case)
     stdout_r, stdout_w = os.pipe()
     stderr_r, stderr_w = os.pipe()
@@ -251,9 +256,10 @@ def _run_case(job: dict, case: dict, index: int) -> bytes:
     _kill_leftovers(job, pid)
     stdout = bytes(captured.stdout[: captured.max_output_bytes])
     stderr = bytes(captured.stderr_tail)
-    fields = (index, os.waitstatus_to_exitcode(status), timed_out, captured.overflow,
-              bytes(captured.report) == token, len(stdout), len(stderr))
-    return b" ".join(b"%d" % field for field in fields) + b"\n" + stdout + stderr
+    exit_code = os.waitstatus_to_exitcode(status)
+    fields = (index, exit_code, timed_out, captured.overflow, bytes(captured.report) == token, len(stdout), len(stderr))
+    record = b" ".join(b"%d" % field for field in fields) + b"\n" + stdout + stderr
+    return record, bool(exit_code or timed_out or captured.overflow)
 
 
 def _collect_until_exit(pid: int, captured: _Captured, timeout_s: float) -> bool:

@@ -251,14 +251,17 @@ def evaluate(
     timeout_s: float = 2.0,
     from_completion: bool = True,
     limits: SandboxLimits = SandboxLimits(),
+    stop_at_failure: bool = False,
 ) -> CodeRewardResult:
     """Run the program of `completion` against `tests` in the sandbox.
 
     `completion` is a model output, or with `from_completion=False` the program itself. `timeout_s`
-    is the wall-clock limit of each test case.
+    is the wall-clock limit of each test case. With `stop_at_failure`, the cases after the first one that
+    exits with an error, times out or overflows its output are not run (a program stuck in a loop costs
+    one timeout, not one per case); a wrong output is only judged here, so it does not stop the run.
     """
     _check_timeout(timeout_s)
-    return _evaluate_parsed(completion, _parse_cases(tests), timeout_s, from_completion, limits)
+    return _evaluate_parsed(completion, _parse_cases(tests), timeout_s, from_completion, limits, stop_at_failure)
 
 
 def run_tests(
@@ -270,12 +273,13 @@ def run_tests(
     limits: SandboxLimits = SandboxLimits(),
     all_or_nothing: bool = False,
 ) -> float:
-    """Share of `tests` the program passes, in [0, 1]; with `all_or_nothing`, 1.0 if it passes them all, else 0.0.
-    See `evaluate`.
+    """Share of `tests` the program passes, in [0, 1]; with `all_or_nothing`, 1.0 if it passes them all, else 0.0,
+    and it stops at the first failing case (see `evaluate`).
 
     The parameter names fit `r1jax.rewards.registry`: the reward 'code' reads `tests` from the example.
     """
-    score = evaluate(completion, tests, timeout_s=timeout_s, from_completion=from_completion, limits=limits).score
+    score = evaluate(completion, tests, timeout_s=timeout_s, from_completion=from_completion, limits=limits,
+                     stop_at_failure=all_or_nothing).score
     return float(score == 1.0) if all_or_nothing else score
 
 
@@ -298,7 +302,7 @@ def evaluate_batch(
     parsed = [(completion, _parse_cases(tests)) for completion, tests in items]
 
     def evaluate_item(item: tuple[str, list[dict[str, str]]]) -> CodeRewardResult:
-        return _evaluate_parsed(*item, timeout_s, from_completion, limits)
+        return _evaluate_parsed(*item, timeout_s, from_completion, limits, stop_at_failure=False)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers or os.cpu_count(), thread_name_prefix="code-reward") as pool:
         return list(pool.map(evaluate_item, parsed))
@@ -429,7 +433,8 @@ def _signal_name(number: int) -> str:
 
 
 def _evaluate_parsed(
-    completion: str, cases: list[dict[str, str]], timeout_s: float, from_completion: bool, limits: SandboxLimits
+    completion: str, cases: list[dict[str, str]], timeout_s: float, from_completion: bool, limits: SandboxLimits,
+    stop_at_failure: bool,
 ) -> CodeRewardResult:
     if not cases:
         return CodeRewardResult((), "no test cases")
@@ -437,14 +442,15 @@ def _evaluate_parsed(
     if program is None:
         return CodeRewardResult.not_run(len(cases), "no fenced Python code block")
     try:
-        return _run_in_sandbox(program, cases, timeout_s, limits, sandbox_isolation())
+        return _run_in_sandbox(program, cases, timeout_s, limits, sandbox_isolation(), stop_at_failure)
     except Exception as error:  # the reward must never take the trainer down
         logger.exception("code reward sandbox failed")
         return CodeRewardResult.not_run(len(cases), f"sandbox error: {error!r}")
 
 
 def _run_in_sandbox(
-    program: str, cases: list[dict[str, str]], timeout_s: float, limits: SandboxLimits, isolation: SandboxIsolation
+    program: str, cases: list[dict[str, str]], timeout_s: float, limits: SandboxLimits, isolation: SandboxIsolation,
+    stop_at_failure: bool = False,
 ) -> CodeRewardResult:
     uid = _allocate_sandbox_uid() if isolation.dedicated_uid else None
     workdir = tempfile.mkdtemp(prefix="r1jax-sandbox-")
@@ -456,6 +462,7 @@ def _run_in_sandbox(
             # Expected outputs stay here: the sandbox only learns what the program is allowed to see.
             "cases": [{key: value for key, value in case.items() if key != "expected"} for case in cases],
             "timeout_s": timeout_s,
+            "stop_at_failure": stop_at_failure,
             "limits": dataclasses.asdict(limits),
             "uid": uid,
             "namespaces": isolation.namespaces,
@@ -482,6 +489,8 @@ def _run_in_sandbox(
     records = _parse_case_runs(stdout)
     if exit_code is None:
         stopped = f"sandbox killed after {wall_limit_s:g}s wall clock"
+    elif exit_code == 0 and stop_at_failure:
+        stopped = "not run: an earlier case failed"
     else:
         stopped = f"sandbox exited with code {exit_code}: {stderr.decode('utf-8', 'replace').strip()[-500:]}"
     results = tuple(
