@@ -138,7 +138,8 @@ def task_data_config() -> ml_collections.ConfigDict:
         # name='math': JSONL files, one problem a line; without `answer_key`, the last \boxed{} of `solution`.
         math=dict(train_file="", test_file="", question_key="problem", answer_key="answer"),
         # name='code': JSONL files, one problem a line with its tests (r1jax.data.tasks.code_tests's layouts).
-        code=dict(train_file="", test_file="", question_key="problem", tests_key="tests"),
+        # skip_unsupported: leave out problems whose tests cannot run (function calls), the count printed.
+        code=dict(train_file="", test_file="", question_key="problem", tests_key="tests", skip_unsupported=False),
     ))
 
 

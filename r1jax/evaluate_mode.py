@@ -92,7 +92,8 @@ def eval_config() -> ml_collections.ConfigDict:
         data_dir="",  # where TFDS data is built; default <workdir>/data
         manual_dir="",  # gsm8k/math500/aime2024: the folder with the benchmark's file (r1jax/data/benchmarks.py)
         countdown=config_lib.grpo_config().data.countdown.to_dict(),  # as GRPO's data.countdown
-        code=dict(test_file="", question_key="problem", tests_key="tests"),  # as GRPO's data.code, its test file
+        # As GRPO's data.code, its test file.
+        code=dict(test_file="", question_key="problem", tests_key="tests", skip_unsupported=False),
     ))
     config.methods = METHODS
     config.max_new_tokens = 1024  # per completion (greedy, sampling, beam search)
@@ -220,7 +221,7 @@ def load_problems(data: ml_collections.ConfigDict, tokenizer: Tokenizer,
         test, render = task.test, task.render_prompt
     elif data.name == "code":
         test = tasks.read_code_jsonl(data.code.test_file, question_key=data.code.question_key,
-                                     tests_key=data.code.tests_key)
+                                     tests_key=data.code.tests_key, skip_unsupported=data.code.skip_unsupported)
 
         def render(example: Mapping[str, Any]) -> str:
             return prompts.code_prompt(example["question"], template=data.template, renderer=tokenizer)

@@ -67,6 +67,19 @@ def test_a_problem_without_a_statement_or_with_bad_tests_names_its_line(tmp_path
         tasks.read_code_jsonl(path)
 
 
+def test_problems_whose_tests_cannot_run_are_left_out_only_when_asked(tmp_path, capsys):
+    functional = [{"input": "[1, 2]", "output": "3", "testtype": "functional"}]
+    path = _write_problems(tmp_path / "p.jsonl", [{"problem": "Add.", "tests": ADD},
+                                                  {"problem": "Add as a method.", "tests": functional}])
+    with pytest.raises(ValueError, match=r"p.jsonl:2: .*'functional' test cases .*data.code.skip_unsupported"):
+        tasks.read_code_jsonl(path)
+    assert tasks.read_code_jsonl(path, skip_unsupported=True) == [{"question": "Add.", "tests": ADD}]
+    assert "p.jsonl: left out 1 of 2 problems whose tests cannot run here (the first: " in capsys.readouterr().out
+    only_functional = _write_problems(tmp_path / "f.jsonl", [{"problem": "Add as a method.", "tests": functional}])
+    with pytest.raises(ValueError, match="no problem has tests that can run here"):
+        tasks.read_code_jsonl(only_functional, skip_unsupported=True)
+
+
 def test_code_prompts_ask_for_a_python_block_the_reward_can_read():
     base = prompts.code_prompt("Add two numbers.", template="base")
     assert base.endswith("Add two numbers.\n\n" + prompts._CODE_REQUEST + "\nAssistant: <think>")

@@ -81,11 +81,11 @@ def load_task(config: ml_collections.ConfigDict, tokenizer, workdir: str) -> Tas
 
 def _problem_task(config: ml_collections.ConfigDict, tokenizer) -> Task:
     """Problems read from the JSONL files of `data.math` or `data.code`, prompted with the task's template."""
-    read, prompt, key = {"math": (read_math_jsonl, prompts.math_prompt, "answer_key"),
-                         "code": (read_code_jsonl, prompts.code_prompt, "tests_key")}[config.name]
+    read, prompt, keys = {"math": (read_math_jsonl, prompts.math_prompt, ("question_key", "answer_key")),
+                          "code": (read_code_jsonl, prompts.code_prompt,
+                                   ("question_key", "tests_key", "skip_unsupported"))}[config.name]
     files = config[config.name]
-    keys = {"question_key": files.question_key, key: files[key]}
-    train, test = (read(files[split], **keys) for split in ("train_file", "test_file"))
+    train, test = (read(files[split], **{key: files[key] for key in keys}) for split in ("train_file", "test_file"))
 
     def render(example: Mapping[str, Any]) -> str:
         return prompt(example["question"], template=config.template, renderer=tokenizer)
@@ -93,20 +93,29 @@ def _problem_task(config: ml_collections.ConfigDict, tokenizer) -> Task:
     return Task(train, test, render, tokenizer.encode_prompt)
 
 
-def read_code_jsonl(path: str, *, question_key: str = "problem", tests_key: str = "tests") -> list[CodeExample]:
+def read_code_jsonl(path: str, *, question_key: str = "problem", tests_key: str = "tests",
+                    skip_unsupported: bool = False) -> list[CodeExample]:
     """Programming problems from a JSONL file (or any file `r1jax.data.records` reads): the problem
     statement under `question_key`, its test cases under `tests_key` in any layout `code_tests` reads.
-    Problems raise ValueError naming the file and line."""
-    examples = []
+    Problems raise ValueError naming the file and line; with `skip_unsupported`, a problem whose tests
+    cannot run here (function calls, another language) is left out instead, and the count printed."""
+    examples, skipped = [], []
     for where, record, question in _problem_records(path, question_key, key_advice="set data.code.{}"):
         if tests_key not in record:
             raise ValueError(f"{where}: no test cases under {tests_key!r} (the line has fields {sorted(record)}); "
                              "set data.code.tests_key")
         try:
-            tests = code_tests(record[tests_key])
+            examples.append(CodeExample(question=question, tests=code_tests(record[tests_key])))
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: the tests under {tests_key!r}: {e}") from None
-        examples.append(CodeExample(question=question, tests=tests))
+            if not skip_unsupported:
+                raise ValueError(f"{where}: the tests under {tests_key!r}: {e}; or set data.code.skip_unsupported "
+                                 "to leave such problems out") from None
+            skipped.append(f"{where}: {e}")
+    if skipped:
+        print(f"{path}: left out {len(skipped)} of {len(skipped) + len(examples)} problems whose tests cannot run "
+              f"here (the first: {skipped[0]})", flush=True)
+    if not examples:
+        raise ValueError(f"{path}: no problem has tests that can run here")
     return examples
 
 
