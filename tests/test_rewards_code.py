@@ -218,31 +218,28 @@ def test_runtime_error_fails_with_its_exception_as_reason():
     assert result.cases[0].reason == "exit code 1: ZeroDivisionError: integer division or modulo by zero"
 
 
+LOOPS_ON_2 = program("""
+    def f(x):
+        while x == 2:
+            pass
+        return x
+""")
+
+
 def test_a_case_that_times_out_does_not_sink_the_others():
-    source = program("""
-        def f(x):
-            while x == 2:
-                pass
-            return x
-    """)
-    result = code.evaluate(fenced(source), ["assert f(1) == 1", "assert f(2) == 2", "assert f(3) == 3"], timeout_s=1.0)
+    result = code.evaluate(fenced(LOOPS_ON_2), ["assert f(1) == 1", "assert f(2) == 2", "assert f(3) == 3"],
+                           timeout_s=1.0)
     assert [case.passed for case in result.cases] == [True, False, True]
     assert result.cases[1].reason == "timed out after 1s"
 
 
 def test_stop_at_failure_runs_no_case_after_one_that_times_out_or_fails():
-    source = program("""
-        def f(x):
-            while x == 2:
-                pass
-            return x
-    """)
     tests = ["assert f(1) == 1", "assert f(2) == 2", "assert f(3) == 3", "assert f(4) == 4"]
-    result = code.evaluate(fenced(source), tests, timeout_s=1.0, stop_at_failure=True)
+    result = code.evaluate(fenced(LOOPS_ON_2), tests, timeout_s=1.0, stop_at_failure=True)
     assert [(case.passed, case.reason) for case in result.cases] == [
         (True, "passed"), (False, "timed out after 1s"), (False, "not run: an earlier case failed"),
         (False, "not run: an earlier case failed")]
-    assert code.run_tests(fenced(source), tests, timeout_s=1.0, all_or_nothing=True) == 0.0
+    assert code.run_tests(fenced(LOOPS_ON_2), tests, timeout_s=1.0, all_or_nothing=True) == 0.0
     crashing = code.evaluate(fenced("raise SystemExit(3)\n"), prints("1") * 3, stop_at_failure=True)
     assert [case.reason for case in crashing.cases][1:] == ["not run: an earlier case failed"] * 2
     wrong = code.evaluate(fenced("print(2)\n"), prints("1") * 3, timeout_s=RELAXED_TIMEOUT_S, stop_at_failure=True)
