@@ -118,9 +118,10 @@ class Teacher(NamedTuple):
 
 
 def encode_pairs(pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, completion ids) per pair, texts taken as they are (no BOS or EOS added)."""
+    """(prompt ids, completion ids) per pair, texts taken as they are (no BOS or EOS added); the completion
+    continues its prompt."""
     prompts = tokenizer.encode_batch([prompt for prompt, _ in pairs])
-    completions = tokenizer.encode_batch([completion for _, completion in pairs])
+    completions = tokenizer.encode_batch([completion for _, completion in pairs], continuation=True)
     return list(zip(prompts, completions))
 
 
@@ -148,7 +149,9 @@ def _encode_conversation(messages: Any, tokenizer: Tokenizer) -> list[list[int]]
         if not opened.startswith(rendered) or not closed.startswith(opened):
             raise ValueError(f"the chat template does not render messages[{i}] after the turns before it (it "
                              "rewrites earlier turns), so its tokens cannot be told apart; split the conversation")
-        parts += [tokenizer.encode(opened[len(rendered):]), tokenizer.encode(closed[len(opened):])]
+        context = opened[len(rendered):]  # the first part starts the text; the others continue it
+        parts += [tokenizer.encode_continuation(context) if rendered else tokenizer.encode(context),
+                  tokenizer.encode_continuation(closed[len(opened):])]
         rendered = closed
     if not parts:
         raise ValueError("the conversation has no assistant turn to train on")
@@ -168,7 +171,7 @@ def encode_record(record: Mapping[str, Any], tokenizer: Tokenizer, *, chat_templ
         return _encode_conversation([{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}],
                                     tokenizer)
     prompt_ids = tokenizer.encode_prompt(prompt)
-    completion_ids = tokenizer.encode(completion)
+    completion_ids = tokenizer.encode_continuation(completion)
     if add_eos and tokenizer.eos_id is not None and not (completion_ids and completion_ids[-1] in tokenizer.eos_ids):
         completion_ids.append(tokenizer.eos_id)
     return [prompt_ids, completion_ids]

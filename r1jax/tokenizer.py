@@ -49,9 +49,10 @@ class _Backend(Protocol):
     # Special tokens the model file names itself (only sentencepiece does); the JSON configs override them.
     default_special_tokens: dict[str, str]
 
-    def encode(self, text: str) -> list[int]: ...
+    # `continuation`: the text follows earlier text (no sentencepiece leading-space prefix).
+    def encode(self, text: str, continuation: bool = False) -> list[int]: ...
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
+    def encode_batch(self, texts: Sequence[str], continuation: bool = False) -> list[list[int]]: ...
 
     def decode(self, ids: list[int]) -> str: ...
 
@@ -75,11 +76,12 @@ class _HuggingFaceBackend:
         )
         self.default_special_tokens: dict[str, str] = {}
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, continuation: bool = False) -> list[int]:
         # add_special_tokens=False skips the post-processor (e.g. Llama 3's BOS template); `Tokenizer` adds BOS/EOS.
+        # Byte-level BPE encodes a continuation as any text (a Metaspace file's prefix is not handled).
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    def encode_batch(self, texts: Sequence[str], continuation: bool = False) -> list[list[int]]:
         return [encoding.ids for encoding in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: list[int]) -> str:
@@ -129,17 +131,17 @@ class _SentencePieceBackend:
             name: self._processor.id_to_piece(token_id) for name, token_id in model_special_ids.items() if token_id >= 0
         }
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, continuation: bool = False) -> list[int]:
         # The pattern has one group, so split() alternates: text, control piece, text, control piece, ..., text.
         parts = self._control_piece_pattern.split(text) if self._control_piece_pattern else [text]
-        ids = self._processor.encode(parts[0])
+        ids = (self._continuation_processor if continuation else self._processor).encode(parts[0])
         for control_piece, following_text in zip(parts[1::2], parts[2::2], strict=True):
             ids.append(self._processor.piece_to_id(control_piece))
             ids.extend(self._continuation_processor.encode(following_text))
         return ids
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [self.encode(text) for text in texts]
+    def encode_batch(self, texts: Sequence[str], continuation: bool = False) -> list[list[int]]:
+        return [self.encode(text, continuation) for text in texts]
 
     def adds_bos(self, bos_id: int, add_bos_token: bool | None) -> bool:
         return add_bos_token is not False  # transformers' LlamaTokenizer: add_bos_token, true by default
@@ -250,6 +252,11 @@ class Tokenizer:
         """Token ids of `text`. Special tokens written in the text (e.g. `<|im_start|>`) become their ids."""
         return self._add_bos_eos(self._backend.encode(text), add_bos, add_eos)
 
+    def encode_continuation(self, text: str) -> list[int]:
+        """Token ids of `text` written right after earlier text, as a model generates it: without the leading
+        space sentencepiece adds to (the start of) a text. What SFT trains a completion or a later turn on."""
+        return self._backend.encode(text, continuation=True)
+
     def encode_prompt(self, text: str) -> list[int]:
         """Token ids of a prompt as the model reads it (and as transformers' `tokenizer(text)` gives them): BOS
         first where the tokenizer adds one (`prompt_has_bos`), unless the text already starts with it (a rendered
@@ -257,8 +264,10 @@ class Tokenizer:
         ids = self._backend.encode(text)
         return [self.bos_id, *ids] if self.prompt_has_bos and ids[:1] != [self.bos_id] else ids
 
-    def encode_batch(self, texts: Sequence[str], *, add_bos: bool = False, add_eos: bool = False) -> list[list[int]]:
-        return [self._add_bos_eos(ids, add_bos, add_eos) for ids in self._backend.encode_batch(texts)]
+    def encode_batch(self, texts: Sequence[str], *, add_bos: bool = False, add_eos: bool = False,
+                     continuation: bool = False) -> list[list[int]]:
+        """`encode` (or with `continuation`, `encode_continuation`) of each text."""
+        return [self._add_bos_eos(ids, add_bos, add_eos) for ids in self._backend.encode_batch(texts, continuation)]
 
     def _add_bos_eos(self, ids: list[int], add_bos: bool, add_eos: bool) -> list[int]:
         if add_bos:

@@ -693,3 +693,21 @@ def test_a_completion_keeps_its_special_tag_tokens_and_drops_only_a_final_eos(tm
     assert tokenizer.decode_completion(np.array(tags), [eos]) == "<think>a</think>"
     assert tokenizer.decode_completion([eos] + tags, [eos]) == tokenizer.decode([eos] + tags)  # not final: kept
     assert tokenizer.decode_completion(tags + [eos], []) == tokenizer.decode(tags + [eos])
+
+
+def test_sft_parts_of_a_sentencepiece_conversation_join_into_its_whole_encoding(loaded: dict[str, Tokenizer]) -> None:
+    """Later parts continue the text: no leading-space piece that the whole conversation (what the model reads
+    at inference, then generates after) does not have."""
+    from r1jax import sft
+
+    tokenizer = loaded["sentencepiece"]
+    messages = [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "the answer"},
+                {"role": "user", "content": "more"}, {"role": "assistant", "content": "done"}]
+    parts = sft.encode_record({"messages": messages}, tokenizer)
+    assert [t for part in parts for t in part] == tokenizer.encode(tokenizer.apply_chat_template(messages))
+    prompt, completion = sft.encode_record({"prompt": "Q: 2+2=", "completion": "4"}, tokenizer)
+    assert prompt + completion[:-1] == tokenizer.encode_prompt("Q: 2+2=4") and completion[-1] == tokenizer.eos_id
+    for name in ("qwen", "llama3"):  # byte-level BPE: a continuation is encoded like any text
+        assert loaded[name].encode_continuation(" the answer") == loaded[name].encode(" the answer")
+    [(pair_prompt, pair_completion)] = sft.encode_pairs([("Q: 2+2=", "4")], tokenizer)  # pretraining's pairs
+    assert pair_prompt + pair_completion == tokenizer.encode("Q: 2+2=4")
