@@ -235,6 +235,12 @@ def batch_starts(total: int, batch_size: int, *, first_batch: int = 0, preemptio
 _SHOWN_CONFIG_CHANGES = 5
 
 
+def shown_changes(changes: list[str]) -> str:
+    """The first of `records.json_changes`'s lines, joined for a one-line message."""
+    shown = "; ".join(changes[:_SHOWN_CONFIG_CHANGES])
+    return shown + ("; ..." if len(changes) > _SHOWN_CONFIG_CHANGES else "")
+
+
 def prepare_workdir(workdir: str, config_json: str, *, write: bool, allow_config_change: bool) -> str | None:
     """Creates `workdir` and saves the config there (if `write`); the problem if it cannot, or if the workdir
     holds a run of another config (unless `allow_config_change`): resuming it would mix two runs."""
@@ -244,10 +250,8 @@ def prepare_workdir(workdir: str, config_json: str, *, write: bool, allow_config
             with open(path) as f:
                 changes = records.json_changes(json.load(f), json.loads(config_json))
             if changes:
-                shown = "; ".join(changes[:_SHOWN_CONFIG_CHANGES])
-                shown += "; ..." if len(changes) > _SHOWN_CONFIG_CHANGES else ""
-                return (f"{workdir} holds a run of another config ({shown}); use another workdir, or "
-                        f"--allow_config_change to continue that run with this config")
+                return (f"{workdir} holds a run of another config ({shown_changes(changes)}); use another "
+                        "workdir, or --allow_config_change to continue that run with this config")
         os.makedirs(workdir, exist_ok=True)
         if write:  # beside, then renamed: the other processes of a job may be reading it
             with open(path + ".partial", "w") as f:

@@ -142,8 +142,8 @@ def _run_stage(stage: Mapping[str, Any], names: dict[str, str], workdir: str, al
                                                new_keys=False)
         if changes and not allow_config_change:
             raise ConfigError(f"stage {stage['name']} finished in {stage_dir} with another config "
-                              f"({'; '.join(changes[:5])}); delete {stage_dir} to run it again with this one, or "
-                              "pass --allow_config_change to keep what it made")
+                              f"({checkpoint.shown_changes(changes)}); delete {stage_dir} to run it again with this "
+                              "one, or pass --allow_config_change to keep what it made")
         print(f"stage {stage['name']}: finished earlier ({stage_dir})", flush=True)
         with open(done_path) as f:
             return json.load(f)
