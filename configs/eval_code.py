@@ -6,9 +6,9 @@
 `model.checkpoint` is a local Hugging Face model directory (tokenizer and chat template read from there);
 `data.code.test_file` holds one problem a line with its test cases, in any layout
 `r1jax.data.tasks.code_tests` reads (set data.code.question_key / tests_key to its field names; e.g.
-LiveCodeBench: question_content and public_test_cases, with --config.data.code.skip_unsupported=True to leave
-out its function-call problems, which makes the score one of its stdin problems). The prompt is the 'chat' code
-template (a ```python block after the thinking); a sample is correct when its program passes every test in
+LiveCodeBench: question_content, and public_test_cases or its compressed private_test_cases; its functional
+problems are called as LiveCodeBench's judge calls them, their starter code shown in the prompt). The prompt is
+the 'chat' code template (a ```python block after the thinking); a sample is correct when its program passes every test in
 the sandbox (`r1jax.rewards.code`; run as root to give each program its own uid). R1's protocol:
 temperature 0.6, top-p 0.95, 16 samples per problem for pass@1, up to 32768 tokens (here 8192).
 Not yet run on a machine.

@@ -9,9 +9,11 @@
 `model.checkpoint` is a local Hugging Face directory of Qwen/Qwen2.5-7B (its tokenizer is read from there).
 The data are JSONL files with a problem statement and its test cases per line, in any layout
 `r1jax.data.tasks.code_tests` reads: a list of `{"input", "output"}` stdin/stdout cases or assert
-statements (MBPP's `test_list`), APPS/TACO's `input_output`, CodeContests' `public_tests`, open-r1's
-`verification_info`, LiveCodeBench's `public_test_cases`, or any of these as JSON text. Name the fields
-with --config.data.code.question_key=... / tests_key=...; Hugging Face parquet files convert with
+statements (MBPP's `test_list`), APPS/TACO's `input_output` (stdin or `fn_name` calls), CodeContests'
+`public_tests`, open-r1's `verification_info`, LiveCodeBench's `public_test_cases` (stdin or functional) and
+compressed `private_test_cases`, or any of these as JSON text; a problem's `starter_code` is shown in its prompt.
+Name the fields with --config.data.code.question_key=... / tests_key=... / starter_code_key=...; Hugging Face
+parquet files convert with
 `pandas.read_parquet(f).to_json(out, orient='records', lines=True)`.
 
 The variant is at most one machine of r1jax.config.HARDWARE ('gpu8', the default; 'v5p-16'; 'v5e-32').

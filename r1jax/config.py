@@ -137,9 +137,11 @@ def task_data_config() -> ml_collections.ConfigDict:
         countdown=countdown_data_config(),
         # name='math': JSONL files, one problem a line; without `answer_key`, the last \boxed{} of `solution`.
         math=dict(train_file="", test_file="", question_key="problem", answer_key="answer"),
-        # name='code': JSONL files, one problem a line with its tests (r1jax.data.tasks.code_tests's layouts).
-        # skip_unsupported: leave out problems whose tests cannot run (function calls), the count printed.
-        code=dict(train_file="", test_file="", question_key="problem", tests_key="tests", skip_unsupported=False),
+        # name='code': JSONL files, one problem a line with its tests (r1jax.data.tasks.code_tests's layouts) and,
+        # where it has one, its starter code (a function's signature, shown in the prompt).
+        # skip_unsupported: leave out problems whose tests cannot run here, the count printed.
+        code=dict(train_file="", test_file="", question_key="problem", tests_key="tests",
+                  starter_code_key="starter_code", skip_unsupported=False),
     ))
 
 

@@ -39,6 +39,7 @@ budget forcing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -93,7 +94,8 @@ def eval_config() -> ml_collections.ConfigDict:
         manual_dir="",  # gsm8k/math500/aime2024: the folder with the benchmark's file (r1jax/data/benchmarks.py)
         countdown=config_lib.grpo_config().data.countdown.to_dict(),  # as GRPO's data.countdown
         # As GRPO's data.code, its test file.
-        code=dict(test_file="", question_key="problem", tests_key="tests", skip_unsupported=False),
+        code=dict(test_file="", question_key="problem", tests_key="tests", starter_code_key="starter_code",
+                  skip_unsupported=False),
     ))
     config.methods = METHODS
     config.max_new_tokens = 1024  # per completion (greedy, sampling, beam search)
@@ -219,19 +221,15 @@ def load_problems(data: ml_collections.ConfigDict, tokenizer: Tokenizer,
         with distributed.main_process_first("task data"):  # built on first use, by one process
             task = tasks.load_task(data, tokenizer, workdir)
         test, render = task.test, task.render_prompt
-    elif data.name == "code":
-        test = tasks.read_code_jsonl(data.code.test_file, question_key=data.code.question_key,
-                                     tests_key=data.code.tests_key, skip_unsupported=data.code.skip_unsupported)
-
-        def render(example: Mapping[str, Any]) -> str:
-            return prompts.code_prompt(example["question"], template=data.template, renderer=tokenizer)
     else:
-        with distributed.main_process_first("benchmark data"):  # built (or rebuilt) by one process
-            test = benchmarks.load(data.name, manual_dir=data.manual_dir,
-                                   data_dir=data.data_dir or os.path.join(workdir, "data"))
-
-        def render(example: Mapping[str, Any]) -> str:
-            return prompts.math_prompt(example["question"], template=data.template, renderer=tokenizer)
+        if data.name == "code":
+            test = tasks.read_problems("code", data.code, "test_file")
+        else:
+            with distributed.main_process_first("benchmark data"):  # built (or rebuilt) by one process
+                test = benchmarks.load(data.name, manual_dir=data.manual_dir,
+                                       data_dir=data.data_dir or os.path.join(workdir, "data"))
+        render = functools.partial(tasks.problem_prompt, EVAL_TASKS[data.name].accuracy_reward, template=data.template,
+                                   renderer=tokenizer)
 
     count = min(data.num_examples or len(test), len(test))
     examples = [test[i] for i in range(count)]

@@ -1,8 +1,11 @@
 """Programming problems as an RL task: the test-case layouts of public code datasets, prompts, and GRPO
 rollouts scored by running the programs in the sandbox."""
 
+import base64
 import json
 import os
+import pickle
+import zlib
 
 import jax
 import numpy as np
@@ -30,14 +33,57 @@ ADD = [{"input": "1 2\n", "output": "3\n"}, {"input": "5 7\n", "output": "12\n"}
         {"input": "1 2\n", "output": "3\n", "type": "stdin_stdout"}]}), ADD[:1], id="open-r1-verification-info"),
     pytest.param(json.dumps([{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]), ADD[:1],
                  id="livecodebench-public-test-cases"),
+    pytest.param(json.dumps({"inputs": [[1, 2], [[5], "x"]], "outputs": [[3], [[5, "x"]]], "fn_name": "pair"}),
+                 [{"function": "pair", "args": [1, 2], "output": [3], "wrapped": True},
+                  {"function": "pair", "args": [[5], "x"], "output": [[5, "x"]], "wrapped": True}],
+                 id="apps-taco-function-calls"),
+    pytest.param([{"input": "[1, 2]\n\"x\"", "output": "[3, \"x\"]", "testtype": "functional",
+                   "metadata": {"func_name": "pair"}}],
+                 [{"function": "pair", "args": [[1, 2], "x"], "output": [3, "x"]}],
+                 id="livecodebench-functional-with-the-name-in-the-case-deepcoder"),
+    pytest.param(json.dumps({"language": "python", "test_cases": [
+        {"fn_name": "add", "input": "[1, 2]", "output": "[3]", "type": "function_call"}]}),
+                 [{"function": "add", "args": [1, 2], "output": [3], "wrapped": True}], id="open-r1-function-call"),
+    pytest.param([{"function": "add", "args": [1, 2], "output": 3}], [{"function": "add", "args": [1, 2], "output": 3}],
+                 id="r1jax-function-calls"),
 ])
 def test_the_layouts_of_public_code_datasets_become_test_cases(tests, expected):
     assert tasks.code_tests(tests) == expected
 
 
+def test_livecodebench_functional_cases_take_the_function_name_of_their_problem():
+    cases = [{"input": "3\n4", "output": "7", "testtype": "functional"}]
+    assert tasks.code_tests(cases, function_name="add") == [{"function": "add", "args": [3, 4], "output": 7}]
+    with pytest.raises(ValueError, match="'functional' test case with no function name"):
+        tasks.code_tests(cases)
+
+
+def _livecodebench_compressed(value) -> str:
+    return base64.b64encode(zlib.compress(pickle.dumps(value))).decode()
+
+
+def test_livecodebench_compressed_private_tests_are_read_without_loading_pickled_objects(tmp_path):
+    assert tasks.code_tests(_livecodebench_compressed(json.dumps([{"input": "1 2\n", "output": "3\n",
+                                                                    "testtype": "stdin"}]))) == ADD[:1]
+    marker = tmp_path / "ran"
+
+    class Payload:  # a pickle that would run code when loaded with pickle.loads
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    with pytest.raises(ValueError, match=r"do not unpickle: the pickle names posix.system; only pickled text is read"):
+        tasks.code_tests(_livecodebench_compressed(Payload()))
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="hold a list, not JSON text"):
+        tasks.code_tests(_livecodebench_compressed([1]))
+
+
 @pytest.mark.parametrize("tests, message", [
-    (json.dumps({"inputs": [[1, 2]], "outputs": [[3]], "fn_name": "add"}), "function-call tests .fn_name 'add'"),
-    ([{"input": "add(1, 2)", "output": "3", "testtype": "functional"}], "'functional' test cases are not supported"),
+    ([{"input": "add(1, 2)", "output": "3", "testtype": "interactive"}], "'interactive' test cases are not supported"),
+    ([{"input": "[1, 2", "output": "3", "testtype": "functional", "metadata": {"func_name": "f"}}],
+     "an argument line that is not JSON"),
+    ({"inputs": [7], "outputs": [[3]], "fn_name": "add"}, "a function-call case is"),  # arguments must be a list
+    ({"inputs": [[1]], "outputs": [[3]], "fn_name": "not a name"}, "names its function with an identifier"),
     ({"language": "cpp", "test_cases": ADD}, "the tests are for 'cpp'"),
     ({"inputs": ["1 2\n"], "outputs": []}, "lists of equal length"),
     ([], "a non-empty list"),
@@ -62,22 +108,52 @@ def test_a_problem_without_a_statement_or_with_bad_tests_names_its_line(tmp_path
     path = _write_problems(tmp_path / "p.jsonl", [{"problem": "Add.", "tests": ADD}, {"problem": "Add."}])
     with pytest.raises(ValueError, match=r"p.jsonl:2: no test cases under 'tests' .*data.code.tests_key"):
         tasks.read_code_jsonl(path)
-    path = _write_problems(tmp_path / "p.jsonl", [{"problem": "Add.", "tests": {"fn_name": "f"}}])
-    with pytest.raises(ValueError, match=r"p.jsonl:1: the tests under 'tests': function-call tests"):
+    path = _write_problems(tmp_path / "p.jsonl", [{"problem": "Add.", "tests": {"fn_name": "f", "inputs": [1]}}])
+    with pytest.raises(ValueError, match=r"p.jsonl:1: the tests under 'tests': a mapping of tests needs"):
+        tasks.read_code_jsonl(path)
+    path = _write_problems(tmp_path / "p.jsonl", [{"problem": "Add.", "tests": ADD, "starter_code": ["def f():"]}])
+    with pytest.raises(ValueError, match=r"p.jsonl:1: the starter code under 'starter_code' is not text"):
         tasks.read_code_jsonl(path)
 
 
 def test_problems_whose_tests_cannot_run_are_left_out_only_when_asked(tmp_path, capsys):
-    functional = [{"input": "[1, 2]", "output": "3", "testtype": "functional"}]
+    interactive = [{"input": "[1, 2]", "output": "3", "testtype": "interactive"}]
     path = _write_problems(tmp_path / "p.jsonl", [{"problem": "Add.", "tests": ADD},
-                                                  {"problem": "Add as a method.", "tests": functional}])
-    with pytest.raises(ValueError, match=r"p.jsonl:2: .*'functional' test cases .*data.code.skip_unsupported"):
+                                                  {"problem": "Add, talking to a judge.", "tests": interactive}])
+    with pytest.raises(ValueError, match=r"p.jsonl:2: .*'interactive' test cases .*data.code.skip_unsupported"):
         tasks.read_code_jsonl(path)
-    assert tasks.read_code_jsonl(path, skip_unsupported=True) == [{"question": "Add.", "tests": ADD}]
+    assert tasks.read_code_jsonl(path, skip_unsupported=True) == [{"question": "Add.", "tests": ADD, "starter_code": ""}]
     assert "p.jsonl: left out 1 of 2 problems whose tests cannot run here (the first: " in capsys.readouterr().out
-    only_functional = _write_problems(tmp_path / "f.jsonl", [{"problem": "Add as a method.", "tests": functional}])
+    only_interactive = _write_problems(tmp_path / "f.jsonl", [{"problem": "Add, talking.", "tests": interactive}])
     with pytest.raises(ValueError, match="no problem has tests that can run here"):
-        tasks.read_code_jsonl(only_functional, skip_unsupported=True)
+        tasks.read_code_jsonl(only_interactive, skip_unsupported=True)
+
+
+LEETCODE_STARTER = "class Solution:\n    def addTwo(self, nums: List[int]) -> int:\n        "
+LEETCODE_SOLUTION = LEETCODE_STARTER.rstrip() + "\n        return sum(sorted(nums)[-2:])\n"
+
+
+def test_a_livecodebench_problem_is_read_prompted_with_its_starter_code_and_judged(tmp_path):
+    """A LiveCodeBench line as its dataset stores it: the tests and metadata as JSON text, the private tests
+    compressed; a LeetCode-style solution (typing's names not imported) passes both, a wrong one neither."""
+    from r1jax.rewards import code
+
+    public = [{"input": "[1, 5, 3]", "output": "8", "testtype": "functional"}]
+    private = [{"input": "[2, 2, 1]", "output": "4", "testtype": "functional"},
+               {"input": "[-1, -2, -3]", "output": "-3", "testtype": "functional"}]
+    line = {"question_content": "Return the sum of the two largest numbers.", "starter_code": LEETCODE_STARTER,
+            "public_test_cases": json.dumps(public), "private_test_cases": _livecodebench_compressed(json.dumps(private)),
+            "metadata": json.dumps({"func_name": "addTwo"})}
+    path = _write_problems(tmp_path / "lcb.jsonl", [line])
+    for tests_key, n_cases in (("public_test_cases", 1), ("private_test_cases", 2)):
+        [problem] = tasks.read_code_jsonl(path, question_key="question_content", tests_key=tests_key)
+        assert len(problem["tests"]) == n_cases and problem["starter_code"] == LEETCODE_STARTER
+        assert code.run_tests(LEETCODE_SOLUTION, problem["tests"], from_completion=False) == 1.0
+        wrong = LEETCODE_SOLUTION.replace("[-2:]", "[-3:]")
+        assert code.run_tests(wrong, problem["tests"], from_completion=False) == 0.0
+    prompt = tasks.problem_prompt("code", problem, template="base", renderer=None)
+    assert f"{prompts._CODE_STARTER_REQUEST}\n```python\n{LEETCODE_STARTER.strip()}\n```" in prompt
+    assert prompts._CODE_REQUEST not in prompt  # no request to read standard input
 
 
 def test_code_prompts_ask_for_a_python_block_the_reward_can_read():

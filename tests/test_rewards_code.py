@@ -272,6 +272,109 @@ def test_pool_runs_programs_in_parallel_and_keeps_order():
     assert time.monotonic() - start < 8 * 0.5 / 2
 
 
+# ---------------------------------------------------------------- function calls
+
+
+def test_function_calls_reach_a_solution_method_or_a_module_function():
+    leetcode = program("""
+        class Solution:
+            def twoSum(self, nums: List[int], target: int) -> Tuple[int, int]:  # typing's names need no import
+                seen = {}
+                for i, x in enumerate(nums):
+                    if target - x in seen:
+                        return seen[target - x], i  # a tuple: read as a list
+                    seen[x] = i
+        print("debugging output is not the return value")
+        if __name__ == "__main__":
+            raise SystemExit(3)  # a module's main block does not run
+    """)
+    tests = [{"function": "twoSum", "args": [[2, 7, 11, 15], 9], "output": [0, 1]},
+             {"function": "twoSum", "args": [[3, 3], 6], "output": [0, 2]}]
+    result = code.evaluate(leetcode, tests, from_completion=False, timeout_s=RELAXED_TIMEOUT_S)
+    assert [(case.passed, case.reason) for case in result.cases] == [(True, "passed"), (False, "wrong return value")]
+    module_function = "def power(base, exponent):\n    return pow(base, exponent, 7), deque([gcd(4, 6)])[0]\n"
+    result = code.evaluate(module_function, [{"function": "power", "args": [3, 4], "output": [4, 2]},
+                                             {"function": "square", "args": [3], "output": 9}],
+                           from_completion=False, timeout_s=RELAXED_TIMEOUT_S)
+    assert result.cases[0].passed  # builtins' three-argument pow, not math's
+    assert result.cases[1].reason == ("exit code 1: NameError: the program defines no function 'square' (nor a class "
+                                      "Solution with that method)")
+
+
+@pytest.mark.parametrize("returned, reason", [
+    ("{1, 2}", "exit code 1: TypeError: the function returned a set, which no test's value equals"),
+    ("{1: 2}", "exit code 1: TypeError: the function returned a dict with keys that are not text, which no test's "
+               "value equals"),
+    ("__import__('os')._exit(0)", "exited before the function returned"),
+    ("1 / 0", "exit code 1: ZeroDivisionError: division by zero"),
+])
+def test_a_function_call_that_returns_no_json_value_fails_with_its_reason(returned, reason):
+    source = f"def f():\n    return {returned}\n"
+    result = code.evaluate(source, [{"function": "f", "args": [], "output": [1, 2]}], from_completion=False,
+                           timeout_s=RELAXED_TIMEOUT_S)
+    assert [case.reason for case in result.cases] == [reason]
+
+
+def _json_values(rng, depth=0):
+    kind = rng.integers(0, 8 if depth < 2 else 5)
+    scalars = [None, True, False, 0, 1, -3, 2.5, 1.0, "", "a", "1"]
+    if kind < 5:
+        return scalars[rng.integers(len(scalars))]
+    items = [_json_values(rng, depth + 1) for _ in range(rng.integers(0, 3))]
+    if kind == 5:
+        return items
+    if kind == 6:
+        return tuple(items) if depth == 0 else items  # a returned tuple (top level: as the references convert)
+    return {str(rng.integers(3)): item for item in items}
+
+
+def test_function_call_verdicts_equal_those_of_the_apps_and_livecodebench_judges():
+    """Random return values against expected values (equal, or another random value, wrapped in a list as APPS
+    stores them or not), judged in one run; the reference verdicts are those judges' own comparison rules."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    returned, tests, reference = [], [], []
+    for i in range(48):
+        value = _json_values(rng)
+        as_json = list(value) if isinstance(value, tuple) else value  # LiveCodeBench's and APPS's only conversion
+        expected = as_json if rng.random() < 0.5 else _json_values(rng)
+        wrapped = bool(rng.integers(2))
+        if wrapped and rng.random() < 0.7:
+            expected = [expected]
+        returned.append(value)
+        tests.append({"function": "f", "args": [i], "output": expected, "wrapped": wrapped})
+        reference.append(as_json == expected or (wrapped and isinstance(expected, list) and len(expected) > 0
+                                                  and as_json == expected[0]))
+    source = f"RETURNED = {returned!r}\ndef f(i):\n    return RETURNED[i]\n"
+    result = code.evaluate(source, tests, from_completion=False, timeout_s=RELAXED_TIMEOUT_S)
+    assert [case.passed for case in result.cases] == reference
+    assert 10 < sum(reference) < 38  # both verdicts are well represented
+
+
+def test_expected_return_values_never_enter_the_sandbox(monkeypatch):
+    secret = f"secret-{uuid.uuid4().hex}"
+    sent = []
+    real_dump = code.marshal.dump
+    monkeypatch.setattr(code.marshal, "dump", lambda job, file: (sent.append(repr(job)), real_dump(job, file)))
+    result = code.evaluate("def f(x):\n    return x\n", [{"function": "f", "args": ["arg"], "output": secret}],
+                           from_completion=False, timeout_s=RELAXED_TIMEOUT_S)
+    assert result.cases[0].reason == "wrong return value"
+    assert "'arg'" in sent[0] and secret not in sent[0]
+
+
+@pytest.mark.parametrize("case, message", [
+    ({"function": "not a name", "args": [], "output": 1}, "names its function with an identifier"),
+    ({"function": "f", "args": 1, "output": 1}, "a function-call case is"),
+    ({"function": "f", "args": []}, "a function-call case is"),
+    ({"function": "f", "args": [], "output": 1, "wrapped": "yes"}, "a function-call case is"),
+    ({"function": "f", "args": [object()], "output": 1}, "must be JSON values"),
+])
+def test_malformed_function_call_cases_raise(case, message):
+    with pytest.raises(ValueError, match=message):
+        code.check_tests([case])
+
+
 # ---------------------------------------------------------------- failures of the machinery
 
 
@@ -804,6 +907,8 @@ def test_trusted_helpers_of_the_tests_look_up_no_names_when_they_run():
 
 
 IMPOSSIBLE = ["assert solve(1) == 2", "assert solve(5) == 10 and False"]  # the second can never pass honestly
+# Function calls whose expected values a program cannot know: they never enter the sandbox.
+SECRET_CALLS = [{"function": "solve", "args": [i], "output": f"secret-{uuid.uuid4().hex}"} for i in range(2)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1016,6 +1121,37 @@ REWARD_HACKS = {
     "subinterpreter_without_the_audit_hook": Hack(
         "import _xxsubinterpreters\n_xxsubinterpreters.create()\n" + WRONG_SOLVE,
         "exit code 1: RuntimeError: interpreter creation failed"),
+    "call_returns_an_object_equal_to_everything": Hack(program("""
+        class Solution:
+            def solve(self, x):
+                class AlwaysEqual:
+                    def __eq__(self, other):
+                        return True
+                return AlwaysEqual()
+    """), "exit code 1: TypeError: tests compare plain data only, got solution.Solution.solve.<locals>.AlwaysEqual",
+        SECRET_CALLS),
+    "call_looks_for_the_expected_value_everywhere": Hack(program("""
+        import gc, os
+        def solve(x):  # every object of the process, and every file it can read: the expected value is in none
+            for value in gc.get_objects():
+                for item in (value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()):
+                    if isinstance(item, str) and item.startswith("secret") and item != "secret":
+                        return item
+            for directory in (".", "/tmp"):
+                for name in os.listdir(directory):
+                    path = os.path.join(directory, name)
+                    if os.path.isfile(path):
+                        text = open(path, "rb").read()
+                        if b"secret-" in text:
+                            return text[text.index(b"secret-"):].split(b'"')[0].decode()
+            return "secret"
+    """), "wrong return value", SECRET_CALLS),
+    "call_forges_its_result_and_exits": Hack(program("""
+        import os
+        def solve(x):
+            os.write(3, b'"a forged result"')  # where the return value goes: only a value it could return anyway
+            os._exit(0)
+    """), "wrong return value", SECRET_CALLS),
 }
 
 

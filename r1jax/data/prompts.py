@@ -55,6 +55,7 @@ _MATH_CHAT_REQUEST = "Reason step by step, then give the final answer inside \\b
 _CODE_REQUEST = (
     "Write the solution as a complete Python 3 program in one ```python code block: it reads the input from "
     "standard input and prints the output, unless the problem asks for a function.")
+_CODE_STARTER_REQUEST = "Write the solution in one ```python code block, completing this starter code:"
 _CODE_LAYOUT = (
     "The Assistant writes its reasoning inside <think> </think> tags and then the answer inside <answer> </answer> "
     "tags, with the code fences on lines of their own, like this: <think> reasoning </think> <answer>\n```python\n"
@@ -162,9 +163,14 @@ def math_prompt(question: str, *, template: TemplateName, renderer: ChatTemplate
     raise ValueError(f"unknown template {template!r} for math problems; expected one of {MATH_TEMPLATES}")
 
 
-def code_prompt(question: str, *, template: TemplateName, renderer: ChatTemplateRenderer | None = None) -> str:
-    """The prompt text for one programming problem, laid out as `math_prompt`'s."""
-    request = f"{question.strip()}\n\n{_CODE_REQUEST}"
+def code_prompt(question: str, *, template: TemplateName, renderer: ChatTemplateRenderer | None = None,
+                starter_code: str = "") -> str:
+    """The prompt text for one programming problem, laid out as `math_prompt`'s; with `starter_code` (a function's
+    signature, which function-call tests call), the request is to complete it."""
+    if starter_code.strip():
+        request = f"{question.strip()}\n\n{_CODE_STARTER_REQUEST}\n```python\n{starter_code.strip()}\n```"
+    else:
+        request = f"{question.strip()}\n\n{_CODE_REQUEST}"
     if template == "base":
         return _plain_conversation(f"{_BASE_PREAMBLE} {_CODE_LAYOUT}", request, MATH_THINK_OPENING)
     if template == "chat":

@@ -16,6 +16,13 @@ followed by that many bytes of stdout and then of stderr (its tail). The caller 
 so expected outputs never reach memory the program could read. With the job's `stop_at_failure`, the
 cases after one that exits with an error, times out or overflows are not run.
 
+Function-call cases (`{"call": name, "args": [...]}`) import the program as a module (not as
+__main__, as LiveCodeBench's and APPS's judges do) into a namespace that has what LeetCode-style code
+assumes imported (`_CALL_PRELUDE`), call `Solution().name(*args)` (or the module's function `name`)
+and write the return value, as JSON, where stdout would go: the program's own stdout joins its stderr.
+What the record then holds is only a value the program could have returned anyway, so it needs no
+token: the judge compares it with the expected value, which stays outside.
+
 Assert-style tests have to run in the program's own process, so they guard themselves against a
 program that tries to pass them without solving the task (`_compile_tests`):
   * They report their own completion. Their last statement writes a per-case random token, which is
@@ -82,6 +89,7 @@ def main() -> None:
     with open(job_path, "rb") as job_file:
         job = marshal.load(job_file)
     has_tests = any("assert" in case for case in job["cases"])
+    has_calls = any("call" in case for case in job["cases"])
     if _NO_NEW_PRIVS_SET not in flags:
         # Inherited by every process of the program: setuid binaries and file capabilities grant nothing.
         _libc_call("prctl", _PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
@@ -94,6 +102,8 @@ def main() -> None:
         _isolate_filesystem(job)
     if has_tests:
         _load_test_tools()
+    if has_calls:
+        _load_call_tools()
     for index, case in enumerate(job["cases"]):
         record, failed = _run_case(job, case, index)
         _write_all(1, record)
@@ -235,7 +245,9 @@ def _run_case(job: dict, case: dict, index: int) -> tuple[bytes, bool]:
     token_r, token_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        _run_child(job, case, stdin_fd, stdout_w, stderr_w, report_w, token_r)
+        # A function call's return value takes stdout's place in the record, and the program's prints join stderr.
+        output_w, report_to = (stderr_w, stdout_w) if "call" in case else (stdout_w, report_w)
+        _run_child(job, case, stdin_fd, output_w, stderr_w, report_to, token_r)
     # Made after the fork, so no frame of the child ever holds it: the child reads it from the pipe
     # straight into its compiled tests.
     token = os.urandom(_TOKEN_HEX_BYTES // 2).hex().encode()
@@ -426,22 +438,27 @@ def _refuse_network_sockets(event: str, args: tuple) -> None:
 
 
 def _run_program(program: str, case: dict) -> None:
-    """Run the program as __main__, then the case's tests if it has any, and exit; never returns.
+    """Run the program as __main__ (as a module for a function call), then the case's tests or call if it has
+    one, and exit; never returns.
 
     The tests are taken out of `case` and compiled before the program starts, and they report their
     own completion (see `_compile_tests`): nothing that runs here once the program has started needs
     to be trusted.
     """
-    main_module = type(sys)("__main__")
-    main_module.__file__ = "solution.py"
-    sys.modules["__main__"] = main_module
+    module = type(sys)("solution" if "call" in case else "__main__")
+    module.__file__ = "solution.py"
+    sys.modules[module.__name__] = module
     exit_code = 0
     try:
         run_tests = _compile_tests(case.pop("assert")) if "assert" in case else None
         os.close(_TOKEN_FD)
-        exec(compile(program, "solution.py", "exec"), main_module.__dict__)
+        if "call" in case:
+            exec(_CALL_PRELUDE, module.__dict__)
+        exec(compile(program, "solution.py", "exec"), module.__dict__)
         if run_tests is not None:
-            run_tests(main_module.__dict__)
+            run_tests(module.__dict__)
+        if "call" in case:
+            _write_all(_REPORT_FD, _returned_json(_called(module.__dict__, case["call"])(*case["args"])))
     except SystemExit as exit_request:
         exit_code = _exit_code(exit_request)
     except BaseException:
@@ -482,6 +499,66 @@ def _shut_down(exit_code: int) -> None:
         except BaseException:
             exit_code = exit_code or 1
     _hard_exit(exit_code)
+
+
+# ---------------------------------------------------------------- function-call cases
+
+# What LeetCode-style solutions use without importing it (`List[int]`, `deque`, `lru_cache`...), as in
+# LiveCodeBench's judge; builtins come last so that math's names (pow) do not shadow them. Compiled by
+# _load_call_tools, whose imports the forked children then share.
+_CALL_PRELUDE_SOURCE = """
+from typing import *
+from collections import *
+from heapq import *
+from bisect import *
+from itertools import *
+from functools import *
+from math import *
+from builtins import *
+import bisect, collections, functools, heapq, itertools, math, re, string, sys
+sys.setrecursionlimit(50000)
+"""
+_CALL_PRELUDE = None
+_json_dumps = None
+
+
+def _load_call_tools() -> None:
+    """Import what function-call cases need: once per program, not in every forked child."""
+    global _CALL_PRELUDE, _json_dumps
+    import json
+
+    _json_dumps = json.dumps
+    _CALL_PRELUDE = compile(_CALL_PRELUDE_SOURCE, "<prelude>", "exec")
+    exec(_CALL_PRELUDE, {})  # imports the modules here, before any fork
+
+
+def _called(namespace: dict, name: str):
+    """`Solution().name` where the program defines a class Solution with that method, else its function `name`."""
+    solution = namespace.get("Solution")
+    if isinstance(solution, type) and hasattr(solution, name):
+        return getattr(solution(), name)
+    if name not in namespace:
+        raise NameError(f"the program defines no function {name!r} (nor a class Solution with that method)")
+    return namespace[name]
+
+
+def _returned_json(value) -> bytes:
+    """A return value as JSON: tuples as lists, as the judges of APPS and LiveCodeBench take them; what no JSON
+    value can equal (a set, a dict with keys that are not text, an object) raises TypeError."""
+    return _json_dumps(_json_value(_plain(value))).encode()
+
+
+def _json_value(value):
+    kind = type(value)
+    if kind is tuple or kind is list:
+        return [_json_value(item) for item in value]
+    if kind is dict:
+        if not all(type(key) is str for key in value):
+            raise TypeError("the function returned a dict with keys that are not text, which no test's value equals")
+        return {key: _json_value(item) for key, item in value.items()}
+    if value is None or kind in (bool, int, float, str):
+        return value
+    raise TypeError(f"the function returned a {kind.__name__}, which no test's value equals")
 
 
 # ---------------------------------------------------------------- assert-style tests

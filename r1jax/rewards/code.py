@@ -18,7 +18,15 @@ Test cases are either
     built-in values (None, bool, int, float, complex, str, bytes, range, tuple, list, dict, set,
     frozenset, classes), where an instance of a subclass (a Counter, a namedtuple) counts as the
     built-in value it holds; anything else fails the case. The builtins, `math` (imported or not) and
-    `__name__` they name are those of a fresh interpreter, whatever the program rebinds or patches.
+    `__name__` they name are those of a fresh interpreter, whatever the program rebinds or patches; or
+  * function calls: `{"function": name, "args": [...], "output": value}`; the program is imported as a
+    module (its `if __name__ == "__main__":` block does not run), with typing's, collections', heapq's,
+    bisect's, itertools', functools' and math's names already imported and a recursion limit of 50000,
+    as in LiveCodeBench's judge. Then `Solution().name(*args)` is called where the program defines a class
+    `Solution` with that method (LeetCode), else its function `name`. The case passes if the call returns
+    a value equal to `output` (Python's `==` on JSON values, a tuple read as a list); with `"wrapped": true`
+    (APPS and TACO give each return value inside a one-element list) also if it equals `output[0]`, as
+    APPS's judge accepts. `args` and `output` must be JSON values.
 
 Isolation, outermost first. `sandbox_isolation()` probes once which layers work here and says which
 are active; every program goes through the strongest combination that passed the probe.
@@ -73,6 +81,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import json
 import logging
 import marshal
 import os
@@ -90,6 +99,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from r1jax.rewards.format import after_thinking
 
@@ -111,7 +121,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TestCase = Mapping[str, str] | str
+TestCase = Mapping[str, Any] | str
 
 # Random per program, so concurrent programs do not share a process budget. Far above regular users
 # and the usual subordinate-uid ranges (100000+65536*n).
@@ -301,7 +311,7 @@ def evaluate_batch(
     _check_timeout(timeout_s)
     parsed = [(completion, _parse_cases(tests)) for completion, tests in items]
 
-    def evaluate_item(item: tuple[str, list[dict[str, str]]]) -> CodeRewardResult:
+    def evaluate_item(item: tuple[str, list[dict[str, Any]]]) -> CodeRewardResult:
         return _evaluate_parsed(*item, timeout_s, from_completion, limits, stop_at_failure=False)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers or os.cpu_count(), thread_name_prefix="code-reward") as pool:
@@ -351,20 +361,40 @@ def check_tests(tests: Sequence[TestCase]) -> None:
     _parse_cases(tests)
 
 
-def _parse_cases(tests: Sequence[TestCase]) -> list[dict[str, str]]:
-    """Validate test cases into the runner's form: {"stdin": ...} or {"assert": ...}."""
+# Keys of a parsed case that only the judge reads: they never enter the sandbox.
+_JUDGE_ONLY_KEYS = ("expected", "wrapped")
+
+
+def _parse_cases(tests: Sequence[TestCase]) -> list[dict[str, Any]]:
+    """Validate test cases into the runner's form: {"stdin": ...}, {"assert": ...} or {"call": ..., "args": ...}."""
     if isinstance(tests, (str, Mapping)):
         raise TypeError("tests must be a sequence of test cases, not a single case")
     cases = []
     for test in tests:
         if isinstance(test, str):
             cases.append({"assert": test})
+        elif isinstance(test, Mapping) and "function" in test:
+            cases.append(_call_case(test))
         elif isinstance(test, Mapping) and isinstance(test.get("input"), str) and isinstance(test.get("output"), str):
             cases.append({"stdin": test["input"], "expected": test["output"]})
         else:
-            expected = 'an assert string or {"input": str, "output": str}'
+            expected = 'an assert string, {"input": str, "output": str} or {"function": str, "args": list, "output": value}'
             raise ValueError(f"a test case is {expected}, got {test!r:.200}")
     return cases
+
+
+def _call_case(test: Mapping[str, Any]) -> dict[str, Any]:
+    name, args, wrapped = test["function"], test.get("args"), test.get("wrapped", False)
+    if not (isinstance(name, str) and name.isidentifier()):
+        raise ValueError(f"a function-call case names its function with an identifier, got {name!r:.100}")
+    if not isinstance(args, (list, tuple)) or "output" not in test or not isinstance(wrapped, bool):
+        raise ValueError(f"a function-call case is {{\"function\": str, \"args\": list, \"output\": value}} (and "
+                         f"optionally \"wrapped\": bool), got {test!r:.200}")
+    try:  # as JSON text and back: what the sandbox is sent and the return value is compared with are JSON values
+        args, expected = json.loads(json.dumps([args, test["output"]]))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the args and output of a function-call case must be JSON values: {e}") from None
+    return {"call": name, "args": args, "expected": expected, "wrapped": wrapped}
 
 
 def _normalize_output(text: str) -> str:
@@ -404,7 +434,7 @@ def _parse_case_runs(data: bytes) -> dict[int, _CaseRun]:
     return runs
 
 
-def _judge(case: dict[str, str], run: _CaseRun, timeout_s: float) -> CaseResult:
+def _judge(case: dict[str, Any], run: _CaseRun, timeout_s: float) -> CaseResult:
     if run.timed_out:
         return CaseResult(False, f"timed out after {timeout_s:g}s")
     if run.output_overflow:
@@ -414,12 +444,27 @@ def _judge(case: dict[str, str], run: _CaseRun, timeout_s: float) -> CaseResult:
     if run.exit_code != 0:
         last_line = (run.stderr_tail.strip().splitlines() or [""])[-1]
         return CaseResult(False, f"exit code {run.exit_code}: {last_line}".rstrip(": "))
+    if "call" in case:
+        return _judge_return_value(case, run.stdout)
     if "assert" in case:
         if not run.assertions_completed:
             return CaseResult(False, "exited before the test code completed")
     elif _normalize_output(run.stdout) != _normalize_output(case["expected"]):
         return CaseResult(False, "wrong output")
     return CaseResult(True, "passed")
+
+
+def _judge_return_value(case: dict[str, Any], returned: str) -> CaseResult:
+    if not returned:
+        return CaseResult(False, "exited before the function returned")
+    try:
+        value = json.loads(returned)
+    except (ValueError, RecursionError):
+        return CaseResult(False, "unreadable return value")
+    expected = case["expected"]
+    if value == expected or (case["wrapped"] and isinstance(expected, list) and expected and value == expected[0]):
+        return CaseResult(True, "passed")
+    return CaseResult(False, "wrong return value")
 
 
 def _signal_name(number: int) -> str:
@@ -433,7 +478,7 @@ def _signal_name(number: int) -> str:
 
 
 def _evaluate_parsed(
-    completion: str, cases: list[dict[str, str]], timeout_s: float, from_completion: bool, limits: SandboxLimits,
+    completion: str, cases: list[dict[str, Any]], timeout_s: float, from_completion: bool, limits: SandboxLimits,
     stop_at_failure: bool,
 ) -> CodeRewardResult:
     if not cases:
@@ -449,7 +494,7 @@ def _evaluate_parsed(
 
 
 def _run_in_sandbox(
-    program: str, cases: list[dict[str, str]], timeout_s: float, limits: SandboxLimits, isolation: SandboxIsolation,
+    program: str, cases: list[dict[str, Any]], timeout_s: float, limits: SandboxLimits, isolation: SandboxIsolation,
     stop_at_failure: bool = False,
 ) -> CodeRewardResult:
     uid = _allocate_sandbox_uid() if isolation.dedicated_uid else None
@@ -460,7 +505,7 @@ def _run_in_sandbox(
         job = {
             "program": program,
             # Expected outputs stay here: the sandbox only learns what the program is allowed to see.
-            "cases": [{key: value for key, value in case.items() if key != "expected"} for case in cases],
+            "cases": [{key: value for key, value in case.items() if key not in _JUDGE_ONLY_KEYS} for case in cases],
             "timeout_s": timeout_s,
             "stop_at_failure": stop_at_failure,
             "limits": dataclasses.asdict(limits),
