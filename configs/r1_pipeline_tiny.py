@@ -24,8 +24,9 @@ from r1jax.pipeline import pipeline_config
 
 # What turns countdown_tiny.py's from-scratch GRPO run into RL from an earlier stage's model.
 FROM_CHECKPOINT = {"pretrain.steps": 0, "model.vocab_size": 0, "tokenizer": ""}
+# The prompt ends with <think>, which the completion does not repeat: the rewards that read the thinking are told.
 R1_REWARDS = [dict(name="countdown", weight=1.0), dict(name="format_tags", weight=0.1, kwargs=dict(prefill="<think>")),
-              dict(name="language_consistency", weight=0.1)]
+              dict(name="language_consistency", weight=0.1, kwargs=dict(prefill="<think>"))]
 
 
 def get_config(arg: str | None = None):

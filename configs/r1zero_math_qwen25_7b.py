@@ -84,5 +84,7 @@ def get_config(arg: str | None = None):
             dict(name="overlong_penalty", weight=1.0,
                  kwargs=dict(max_length=config.rollout.max_new_tokens,
                              cache_length=config.rollout.max_new_tokens // 5))]
-        config.optimizer.update(warmup_steps=10, weight_decay=0.1)  # lr_warmup_steps=10, weight_decay=0.1
+        # lr_warmup_steps=10 RL steps (verl steps its scheduler once per RL step; r1jax once per update, 8 a step),
+        # weight_decay=0.1; verl's AdamW keeps torch's betas (0.9, 0.999).
+        config.optimizer.update(warmup_steps=10 * 8, weight_decay=0.1, b2=0.999)
     return config

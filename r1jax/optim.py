@@ -26,7 +26,7 @@ def optimizer_config(**overrides) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict(dict(
         learning_rate=1e-6,
         schedule="constant",  # after warmup; "cosine" decays to learning_rate * end_factor at `total_steps`
-        warmup_steps=0,
+        warmup_steps=0,  # in optimizer updates: a GRPO step makes num_iterations x (rows / minibatch_size) of them
         end_factor=0.1,
         b1=0.9,
         b2=0.99,

@@ -275,6 +275,13 @@ def test_invalid_benchmark_configs_name_the_key(changes, message):
         validate(config, known_modes=main.MODES, num_devices=8)
 
 
+def test_dapo_warms_up_over_verls_ten_rl_steps_with_its_adamw_betas():
+    config = load_config_file(os.path.join(REPO, "configs", "r1zero_math_qwen25_7b.py:dapo"))
+    c = config
+    updates_per_rl_step = c.grpo.num_iterations * c.rollout.prompts_per_step * c.rollout.group_size // c.grpo.minibatch_size
+    assert c.optimizer.warmup_steps == 10 * updates_per_rl_step and (c.optimizer.b1, c.optimizer.b2) == (0.9, 0.999)
+
+
 def test_grpo_steps_0_only_pretrains():
     validate(_grpo_smoke(**{"steps": 0, "pretrain.steps": 2}), known_modes=main.MODES, num_devices=8)
 

@@ -275,3 +275,14 @@ def test_a_signal_during_the_first_evaluation_stops_before_step_one(tmp_path, mo
     summary = run.run()
     assert summary["steps"] == 0 and summary["first_eval"] == {"eval/accuracy": 0.5}
     assert run.checkpointer.latest_step() is None
+
+
+def test_logged_accuracy_leaves_out_unjudgeable_completions_as_the_reward_mean_does(tmp_path):
+    run = trainer.GRPORun(_smoke_config(), str(tmp_path))
+    scores = np.array([1.0, 1.0, 0.0, np.nan, np.nan, 1.0, 0.0, np.nan])  # NaN: an unreadable gold answer
+    rows = len(scores)
+    rollout = trainer.Rollout([{}] * rows, [[1]] * rows, sampler.SampleResult(
+        np.zeros((rows, 2), np.int32), np.ones(rows, np.int32), np.zeros((rows, 2), np.float32), np.ones(rows, bool)),
+        [""] * rows, {"countdown": scores}, scores, generate_seconds=1.0, score_seconds=1.0)
+    metrics = run.rollout_metrics(rollout)
+    assert metrics["accuracy"] == metrics["reward/countdown"] == 3 / 5

@@ -168,6 +168,22 @@ def _correct_traces(path, pipeline_config):
     return path
 
 
+def test_the_r1_pipelines_rewards_read_the_thinking_its_prompt_opened():
+    """The prompt ends with <think>: a well-formed English completion gets every reward, one that opens <think>
+    again does not get more."""
+    from r1jax.rewards.registry import RewardSet
+
+    config = load_config_file("configs/r1_pipeline_tiny.py")
+    rewards = [stage["overrides"]["rewards"] for stage in config.stages if stage["name"] in ("rl", "rl_again")]
+    assert rewards[0] == rewards[1]
+    example = {"nums": [3, 5], "target": 8}
+    well_formed = " 3+5=8, that is the target.</think> <answer>3 + 5</answer>"
+    reopened = "<think> 3+5=8, that is the target.</think> <answer>3 + 5</answer>"
+    scores = RewardSet(rewards[0]).score_batch([well_formed, reopened], [example, example])
+    assert scores.per_reward["language_consistency"] == [1.0, 1.0]  # before the fix: [0.0, 1.0]
+    assert scores.total == [pytest.approx(1.2), pytest.approx(1.175)]
+
+
 def test_the_r1_pipeline_feeds_each_stage_the_last_ones_output_and_resumes_at_the_unfinished_stage(
         tmp_path, monkeypatch):
     config = load_config_file("configs/r1_pipeline_tiny.py:smoke")

@@ -29,6 +29,11 @@ def think(text: str) -> str:
         ("中文 $a$ 推理 $$b$$ c$", "zh", 4 / 5),  # an unclosed "$" opens nothing
         ("ภาษาไทย ทำงาน", "th", 1.0),  # the vowels SARA AA and SARA AM are letters
         ("人々は", "ja", 1.0),  # the iteration mark
+        ("नमस्ते दुनिया hello world", "hi", 2 / 4),  # vowel signs and the virama are inside their word
+        ("नमस्ते दुनिया hello world", "en", 2 / 4),
+        ("مَرْحَبًا بِكُمْ hello world", "ar", 2 / 4),  # vowel points too
+        ("שָׁלוֹם hello", "he", 1 / 2),
+        ("cafe\u0301 ol\u00e9 hello", "fr", 1.0),  # a decomposed accent stays in its word
         ("1 + 2 = 3", "en", 0.0),  # nothing to judge
         ("", "en", 0.0),
     ],

@@ -1,8 +1,9 @@
 """Language-consistency reward (DeepSeek-R1): the share of the chain of thought in the target language.
 
 Languages are told apart by Unicode script, so "en" means "written in Latin script". The think
-block is cut into units: a word (a run of letters) for scripts that separate words with spaces, a
-single character for scripts that do not (Han, kana, Thai). The reward is the share of units in a
+block is cut into units: a word (a run of letters, with the combining marks inside it: Devanagari's
+vowel signs and virama, Arabic and Hebrew vowel points, decomposed Latin accents) for scripts that
+separate words with spaces, a single character for scripts that do not (Han, kana, Thai). The reward is the share of units in a
 script of the target language. LaTeX commands and math (`$...$`, `$$...$$`, `\\(...\\)`, `\\[...\\]`)
 are left out, so formulas count for no language; a think block with no letters at all scores 0. Only
 the first MAX_CHARS characters are read: a long think block's share is well measured on them, and it
@@ -29,6 +30,11 @@ SCRIPT_RANGES: dict[str, str] = {
     "katakana": "\u30a0-\u30ff\u31f0-\u31ff",
     "han": "\u3005-\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f",  # with 々 〆 〇
 }
+# Combining marks that belong to the word they sit in (Unicode category M, which is neither a letter nor \w):
+# generic and Cyrillic diacritics, Hebrew points, Arabic vowel marks, Devanagari vowel signs and virama.
+COMBINING_MARKS = ("\u0300-\u036f\u0483-\u0489\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7"
+                   "\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e4\u06e7\u06e8\u06ea-\u06ed"
+                   "\u0900-\u0903\u093a-\u093c\u093e-\u094f\u0951-\u0957\u0962\u0963")
 # Scripts written without spaces between words: every character is a unit.
 CHARACTER_SCRIPTS = frozenset({"han", "hiragana", "katakana", "thai"})
 LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
@@ -52,6 +58,7 @@ _MATH_OPENING = re.compile(r"\$\$|\$|\\\[|\\\(")
 _MATH_CLOSING = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
 _CHARACTER_CLASS = "".join(SCRIPT_RANGES[script] for script in sorted(CHARACTER_SCRIPTS))
 _LETTER = r"[^\W\d_]"
+_MARK = f"[{COMBINING_MARKS}]"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,12 +79,13 @@ def _units(scripts: frozenset[str]) -> _Units:
     character_class = "".join(SCRIPT_RANGES[s] for s in sorted(scripts & CHARACTER_SCRIPTS))
     word_class = "".join(SCRIPT_RANGES[s] for s in sorted(scripts - CHARACTER_SCRIPTS))
     # A whole word in the script: "Python" in "用Python写" counts, "abc" in "abcабв" does not.
+    word = rf"(?<!{_LETTER})(?<!{_MARK})[{word_class}][{word_class}{COMBINING_MARKS}]*(?!{_LETTER})(?!{_MARK})"
     return _Units(re.compile(f"[{character_class}]+") if character_class else None,
-                  re.compile(rf"(?<!{_LETTER})[{word_class}]+(?!{_LETTER})") if word_class else None)
+                  re.compile(word) if word_class else None)
 
 
-# Any unit of any language: a character of a character script, or a run of other letters.
-_ANY_UNIT = _Units(re.compile(f"[{_CHARACTER_CLASS}]+"), re.compile(f"{_LETTER}+"))
+# Any unit of any language: a character of a character script, or a run of other letters and their marks.
+_ANY_UNIT = _Units(re.compile(f"[{_CHARACTER_CLASS}]+"), re.compile(f"{_LETTER}(?:{_LETTER}|{_MARK})*"))
 _LANGUAGE_UNITS = {language: _units(scripts) for language, scripts in LANGUAGE_SCRIPTS.items()}
 
 

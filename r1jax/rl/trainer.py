@@ -8,7 +8,9 @@ One step, in the order the code runs it:
               whose rewards are all equal are replaced by groups from further prompts.
 3. train    - `num_iterations` passes over the batch in minibatches; the sampler's log-probs are the
               old log-probs, recomputed by the trainer with the same function, so the first ratio is 1
-              (to float32 rounding, about 1e-6; in bfloat16 compute the two differ by up to ~2e-3).
+              (to float32 rounding, about 1e-6; in bfloat16 compute the sampler's cached decode and the
+              trainer's full pass round differently: on the tiny model, ~2e-3 apart on average and up to
+              ~3e-2 on a token).
 4. log, evaluate on held-out prompts, checkpoint.
 
 The state (params, optimizer state, step, RNG) and the data position are checkpointed with orbax; the
@@ -381,8 +383,9 @@ class GRPORun:
         metrics = {f"reward/{k}": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
                    for k, v in rollout.reward_scores.items()}
         metrics["reward/total"] = float(np.nanmean(rollout.total_rewards))
-        metrics["accuracy"] = float(np.mean(rollout.reward_scores[self.config.accuracy_reward]
-                                            >= self.config.accuracy_threshold))
+        accuracy_scores = rollout.reward_scores[self.config.accuracy_reward]
+        judged = accuracy_scores[~np.isnan(accuracy_scores)]  # as reward/<name>: unjudgeable completions left out
+        metrics["accuracy"] = float(np.mean(judged >= self.config.accuracy_threshold)) if judged.size else float("nan")
         metrics["response_length/mean"] = float(c.lengths.mean())
         metrics["response_length/max"] = float(c.lengths.max())
         metrics["truncated"] = float(1 - c.finished.mean())
