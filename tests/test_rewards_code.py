@@ -32,6 +32,7 @@ ISOLATION = code.sandbox_isolation()
 # The program can touch neither the caller's processes nor its files under /tmp (own uid, or own namespaces
 # with a private /tmp); with namespaces but no dedicated uid it could write the caller's files elsewhere.
 CONTAINED = ISOLATION.namespaces or ISOLATION.dedicated_uid
+REPO_DIR = str(Path(__file__).resolve().parent.parent)
 RELAXED_TIMEOUT_S = 10.0  # for programs expected to pass: generous, the CPUs are shared
 HOSTILE_TIMEOUT_S = 1.0
 
@@ -659,6 +660,31 @@ def test_host_files_survive(hostile):
     assert (hostile.host_dir / "sentinel.txt").read_text() == "keep me"
     assert (hostile.host_dir / "existing.txt").read_text() == "original"
     assert not (hostile.host_dir / "new.txt").exists()
+
+
+@pytest.mark.skipif(not ISOLATION.namespaces, reason="the filesystem view and IPC caps need namespaces")
+def test_data_memory_and_inodes_outside_the_limits_are_out_of_reach():
+    """Host directories but the system's are empty (a world-readable data set or run directory, here this
+    project's own files, cannot be read); System V shared memory, which outlives its process and no rlimit
+    counts, is capped at one process's memory; a private tmpfs holds a few thousand files, not millions."""
+    source = program(f"""
+        import ctypes, os
+        print(os.path.exists({code.__file__!r}), os.path.exists("/usr/bin/env"), os.path.isdir({REPO_DIR!r}))
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.shmget.restype = ctypes.c_int
+        print(libc.shmget(0, ctypes.c_size_t(2 * {code.SandboxLimits().memory_mb} << 20), 0o1600))
+        created = 0
+        try:
+            while created < 20000:
+                open(f"f{{created}}", "w").close()
+                created += 1
+        except OSError:
+            pass
+        print(created < 5000)
+    """)
+    result = code.evaluate(source, prints("False True False\n-1\nTrue\n"), from_completion=False,
+                           timeout_s=RELAXED_TIMEOUT_S)
+    assert result.score == 1.0, result
 
 
 def test_world_writable_dirs_are_private(hostile):

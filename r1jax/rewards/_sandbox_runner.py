@@ -61,6 +61,13 @@ import sys
 import time
 
 _WORLD_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+# Top-level directories the program sees (the system and its libraries); every other one (/home, /srv, /data,
+# /work, /opt, /var...: where data sets, checkpoints and run directories live) is an empty tmpfs to it, with
+# the Python installation bound back in place.
+_VISIBLE_TOP_LEVEL_DIRS = frozenset({"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "sys",
+                                     "usr"})
+_SHADOW_INODES = 1024  # an empty tmpfs only holds the directories Python is bound back onto
+_WRITABLE_INODES = 4096  # files and directories of a private tmpfs: inodes are kernel memory no size limit counts
 _STDERR_TAIL_BYTES = 4096
 _READ_CHUNK = 1 << 16
 # Descriptor on which an assert-style case reports completion with a per-case random token.
@@ -137,24 +144,30 @@ def _isolate_filesystem(job: dict) -> None:
 
 
 def _mount_filesystem_view(job: dict) -> None:
-    """Give the program private, size-capped writable places and hide host directories.
+    """Give the program private, size-capped writable places, hide host directories and cap System V IPC.
 
     We are root in a private mount namespace (mounts never propagate back to the host). The working
     directory and the world-writable directories become private tmpfs, each capped at
-    max_disk_bytes. Host directories the sandbox uid could not traverse anyway (e.g. /root when
-    Python lives under it) become empty read-only tmpfs, and the Python installation is bind-mounted
-    back at its own path so the program can import the standard library.
+    max_disk_bytes and _WRITABLE_INODES. Top-level directories other than the system's
+    (_VISIBLE_TOP_LEVEL_DIRS) and directories the sandbox uid could not traverse anyway (e.g. /root
+    when Python lives under it) become empty tmpfs it cannot write, and the Python installation is
+    bind-mounted back at its own path so the program can import the standard library: a world-readable
+    data set (its expected outputs) or run directory is out of the program's sight.
     """
     workdir = job["workdir"]
     size = job["limits"]["max_disk_bytes"]
     flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    _cap_ipc(job["limits"]["memory_mb"])
     python_dirs = _outermost(d for d in (sys.prefix, sys.base_prefix, *job["site_dirs"]) if os.path.isdir(d))
     held = {d: os.open(d, os.O_PATH | os.O_DIRECTORY) for d in python_dirs}
     writable = [d for d in _WORLD_WRITABLE_DIRS if os.path.isdir(d)]
+    hidden_top_level = [entry.path for entry in os.scandir("/")
+                        if entry.is_dir(follow_symlinks=False) and entry.name not in _VISIBLE_TOP_LEVEL_DIRS]
     closed_ancestors = (_first_untraversable_ancestor(d) for d in (*python_dirs, workdir))
-    shadowed = _outermost([*writable, *filter(None, closed_ancestors)])
+    shadowed = _outermost([*writable, *hidden_top_level, *filter(None, closed_ancestors)])
     for directory in shadowed:
-        options = f"mode=1777,size={size}" if directory in writable else "mode=755,size=1m"
+        options = (f"mode=1777,size={size},nr_inodes={_WRITABLE_INODES}" if directory in writable
+                   else f"mode=755,size=1m,nr_inodes={_SHADOW_INODES}")
         _mount("tmpfs", directory, "tmpfs", flags, options)
     for directory, fd in held.items():
         if any(_is_within(directory, s) for s in shadowed):
@@ -163,7 +176,21 @@ def _mount_filesystem_view(job: dict) -> None:
         os.close(fd)
     os.makedirs(workdir, exist_ok=True)
     owner = "" if job["uid"] is None else f",uid={job['uid']},gid={job['uid']}"
-    _mount("tmpfs", workdir, "tmpfs", flags, f"mode=700,size={size}{owner}")
+    _mount("tmpfs", workdir, "tmpfs", flags, f"mode=700,size={size},nr_inodes={_WRITABLE_INODES}{owner}")
+
+
+def _cap_ipc(memory_mb: int) -> None:
+    """Cap the sandbox's own IPC namespace: System V shared memory outlives the process that made it and counts
+    against no rlimit, so the whole namespace gets one process's memory, in a few segments and message queues.
+    Where the kernel does not let a user namespace's root set them, they stay as they are."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    for name, value in (("shmmax", memory_mb << 20), ("shmall", (memory_mb << 20) // page), ("shmmni", 16),
+                        ("msgmni", 16)):
+        try:
+            with open(f"/proc/sys/kernel/{name}", "w") as setting:
+                setting.write(str(value))
+        except OSError:
+            pass
 
 
 def _mount(source: str, target: str, fstype: str | None, flags: int, options: str | None) -> None:

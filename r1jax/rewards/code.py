@@ -37,7 +37,10 @@ are active; every program goes through the strongest combination that passed the
      network (no interfaces, not even loopback), PID (the supervisor is PID 1, so every process of
      the program dies with it and none can escape by daemonising), mount, IPC and UTS. In the mount
      namespace the working directory and the world-writable directories (/tmp, /var/tmp, /dev/shm,
-     /run/lock) are private size-capped tmpfs, so nothing the program writes reaches the host.
+     /run/lock) are private tmpfs capped in size and files, so nothing the program writes reaches the
+     host; top-level directories but the system's (/usr, /etc, /lib...) are empty, with the Python
+     installation bound back, so data sets and run directories (expected outputs) are out of sight.
+     The IPC namespace's System V shared memory is capped at `memory_mb` (no rlimit counts it).
   3. Dedicated uid (caller is root): test cases run as a fresh unprivileged uid drawn from
      `SANDBOX_UID_RANGE`, so the program can modify nothing it does not own and cannot signal or
      trace the supervisor; RLIMIT_NPROC is counted per uid and root ignores it, so a uid of its own
@@ -62,7 +65,9 @@ Programs run as under `python`: `exit()` and `quit()` exist, `sys.__stdout__` is
 stdout, and OMP/OpenBLAS/MKL are told to use one thread (threads count against `max_processes`).
 
 What remains open: memory is capped per process, not per program (at most `max_processes` x
-`memory_mb`, plus what memfd files hold, which no limit counts). An in-process test cannot be fully
+`memory_mb`, plus what memfd files hold, which no limit counts); timeouts are wall-clock, so a program
+running `max_processes` busy processes slows the programs scored beside it (fewer `max_workers` keep
+timing fair). An in-process test cannot be fully
 tamper-proof: a determined program can read and change what the assert-style statements keep in
 variables and in the namespace and modules (but math) they share with it; builtins are protected
 only in statements without `from M import *` and only for names the statements never bind; native
