@@ -75,14 +75,16 @@ class _HuggingFaceBackend:
             token_id for token_id, token in self._tokenizer.get_added_tokens_decoder().items() if token.special
         )
         self.default_special_tokens: dict[str, str] = {}
+        self._continuation_tokenizer = _without_prefix_space(self._tokenizer)
 
     def encode(self, text: str, continuation: bool = False) -> list[int]:
         # add_special_tokens=False skips the post-processor (e.g. Llama 3's BOS template); `Tokenizer` adds BOS/EOS.
-        # Byte-level BPE encodes a continuation as any text (a Metaspace file's prefix is not handled).
-        return self._tokenizer.encode(text, add_special_tokens=False).ids
+        tokenizer = self._continuation_tokenizer if continuation else self._tokenizer
+        return tokenizer.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str], continuation: bool = False) -> list[list[int]]:
-        return [encoding.ids for encoding in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        tokenizer = self._continuation_tokenizer if continuation else self._tokenizer
+        return [encoding.ids for encoding in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=False)
@@ -97,6 +99,29 @@ class _HuggingFaceBackend:
 
     def id_to_token(self, token_id: int) -> str:
         return self._tokenizer.id_to_token(token_id)
+
+
+def _without_prefix_space(tokenizer: tokenizers.Tokenizer) -> tokenizers.Tokenizer:
+    """`tokenizer` without the "▁" that Llama-2/Mistral-style files put before a text (a Prepend normalizer, or a
+    Metaspace pre-tokenizer's prepend scheme): a continuation does not start a text. `tokenizer` itself where it
+    has no such step (byte-level BPE: Qwen, Llama 3). Text after a special token inside a continuation gets no
+    "▁" either, where a Prepend normalizer's whole-text encoding would give it one."""
+    spec = json.loads(tokenizer.to_str())
+
+    def without_prefix(step: dict | None) -> dict | None:
+        if not isinstance(step, dict) or step.get("type") == "Prepend":
+            return None
+        if step.get("type") == "Metaspace":
+            return {**step, "prepend_scheme": "never", "add_prefix_space": False}
+        if step.get("type") == "Sequence":
+            key = "normalizers" if "normalizers" in step else "pretokenizers"
+            return {**step, key: [kept for kept in map(without_prefix, step[key]) if kept is not None]}
+        return step
+
+    changed = {key: without_prefix(spec[key]) for key in ("normalizer", "pre_tokenizer")}
+    if all(changed[key] == spec[key] for key in changed):
+        return tokenizer
+    return tokenizers.Tokenizer.from_str(json.dumps({**spec, **changed}))
 
 
 class _SentencePieceBackend:

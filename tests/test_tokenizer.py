@@ -711,3 +711,42 @@ def test_sft_parts_of_a_sentencepiece_conversation_join_into_its_whole_encoding(
         assert loaded[name].encode_continuation(" the answer") == loaded[name].encode(" the answer")
     [(pair_prompt, pair_completion)] = sft.encode_pairs([("Q: 2+2=", "4")], tokenizer)  # pretraining's pairs
     assert pair_prompt + pair_completion == tokenizer.encode("Q: 2+2=4")
+
+
+def _metaspace_bpe(layout: str) -> tokenizers.Tokenizer:
+    """A Llama-2/Mistral-style tokenizer.json: "▁" for spaces and before the text, by a Prepend normalizer
+    (the older files) or by the Metaspace pre-tokenizer's 'first' scheme (the newer ones)."""
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>", *byte_tokens],
+                                             show_progress=False)
+    bpe.train_from_iterator(CORPUS * 4, trainer)
+    if layout == "prepend":
+        bpe.normalizer = tokenizers.normalizers.Sequence([tokenizers.normalizers.Prepend("▁"),
+                                                          tokenizers.normalizers.Replace(" ", "▁")])
+        bpe.pre_tokenizer = None
+    else:
+        bpe.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    bpe.decoder = tokenizers.decoders.Sequence([tokenizers.decoders.Replace("▁", " "), tokenizers.decoders.ByteFallback(),
+                                                tokenizers.decoders.Fuse(), tokenizers.decoders.Strip(" ", 1, 0)])
+    return bpe
+
+
+@pytest.mark.parametrize("layout", ["prepend", "metaspace_first"])
+def test_a_continuation_of_a_llama2_style_tokenizer_json_has_no_leading_space_piece(layout, tmp_path):
+    """SFT's completion tokens equal the tail of the whole text's encoding (transformers'), as the model reads
+    them at inference: not a "▁" first, which would teach it to start every answer with a space."""
+    directory = tmp_path / layout
+    directory.mkdir()
+    _metaspace_bpe(layout).save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>"}))
+    tokenizer = load_tokenizer(directory)
+    reference = transformers.PreTrainedTokenizerFast(tokenizer_file=str(directory / "tokenizer.json"))
+    for prompt, completion in [("the quick fox\nAnswer:", " 42"), ("jumps over the <think>", "12 brown dogs"),
+                               ("lazy dog\n", "The answer"), ("quick", "\nbrown fox")]:
+        whole = reference(prompt + completion, add_special_tokens=False)["input_ids"]
+        prompt_ids = tokenizer.encode(prompt)
+        assert whole[:len(prompt_ids)] == prompt_ids
+        assert tokenizer.encode_continuation(completion) == whole[len(prompt_ids):], (prompt, completion)
+    assert tokenizer.encode("brown fox") == reference("brown fox", add_special_tokens=False)["input_ids"]
