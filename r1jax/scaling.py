@@ -72,7 +72,14 @@ def _thinking_end(tokens: Sequence[int], think_close: str, eos_ids: frozenset[in
                 if think_close in tokenizer.decode(list(tokens[start:through_close])))
 
 
-def budget_forced_generate(generate_fn: GenerateFn, tokenizer: sampler.Decoder, prompts: Sequence[Sequence[int]], *,
+class SplicingTokenizer(sampler.Decoder, Protocol):
+    """What budget forcing needs: the texts it splices into a completion are encoded as continuations (no
+    sentencepiece-style leading-space piece before "Wait")."""
+
+    def encode_continuation(self, text: str) -> list[int]: ...
+
+
+def budget_forced_generate(generate_fn: GenerateFn, tokenizer: SplicingTokenizer, prompts: Sequence[Sequence[int]], *,
                            max_thinking_tokens: int, max_answer_tokens: int, min_thinking_tokens: int = 0,
                            max_waits: int | None = None, eos_ids: Sequence[int] = (),
                            think_close: str = "</think>", wait: str = "Wait", answer_opening: str = "\n<answer>",
@@ -92,7 +99,8 @@ def budget_forced_generate(generate_fn: GenerateFn, tokenizer: sampler.Decoder, 
         raise ValueError(f"max_answer_tokens={max_answer_tokens} must be >= 1")
     if max_waits is not None and max_waits < 0:
         raise ValueError(f"max_waits={max_waits} must be >= 0 or None")
-    close_ids, wait_ids, opening_ids = (tokenizer.encode(text) for text in (think_close, wait, answer_opening))
+    close_ids, wait_ids, opening_ids = (tokenizer.encode_continuation(text)
+                                        for text in (think_close, wait, answer_opening))
     if not close_ids or not wait_ids:
         raise ValueError(f"think_close {think_close!r} and wait {wait!r} must encode to at least one token")
     eos = frozenset(eos_ids)

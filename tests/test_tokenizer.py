@@ -750,3 +750,15 @@ def test_a_continuation_of_a_llama2_style_tokenizer_json_has_no_leading_space_pi
         assert whole[:len(prompt_ids)] == prompt_ids
         assert tokenizer.encode_continuation(completion) == whole[len(prompt_ids):], (prompt, completion)
     assert tokenizer.encode("brown fox") == reference("brown fox", add_special_tokens=False)["input_ids"]
+
+
+def test_budget_forcing_splices_its_texts_without_a_leading_space_piece(loaded: dict[str, Tokenizer]) -> None:
+    from r1jax import scaling
+
+    tokenizer = loaded["sentencepiece"]
+    prompt = tokenizer.encode_prompt("hello there<think>")
+    replies = iter([[tokenizer.encode_continuation("the answer")], [tokenizer.encode_continuation("more")]])
+    [result] = scaling.budget_forced_generate(lambda prompts, budget, stops: next(replies), tokenizer, [prompt],
+                                              max_thinking_tokens=40, max_answer_tokens=8)
+    assert tokenizer.decode(prompt + result.tokens, skip_special_tokens=True) == (
+        "hello there<think>the answer</think>\n<answer>more")
