@@ -326,14 +326,19 @@ class Tokenizer:
         return token_id
 
     def save(self, directory: str | os.PathLike[str]) -> None:
-        """Copies the files this tokenizer was read from into `directory` (e.g. beside exported weights)."""
+        """Copies the files this tokenizer was read from into `directory` (e.g. beside exported weights), a model
+        file read under another name (`sp32k.model`) under the name a loader looks for (`tokenizer.model`)."""
         source_dir = self.source if self.source.is_dir() else self.source.parent
-        names = [HF_TOKENIZER_FILE, SENTENCEPIECE_FILE] if self.source.is_dir() else [self.source.name]
-        names += [TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, GENERATION_CONFIG_FILE, CHAT_TEMPLATE_FILE]
+        if self.source.is_dir():
+            copies = {name: name for name in (HF_TOKENIZER_FILE, SENTENCEPIECE_FILE)}
+        else:
+            copies = {self.source.name: HF_TOKENIZER_FILE if self.source.suffix == ".json" else SENTENCEPIECE_FILE}
+        copies |= {name: name for name in (TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, GENERATION_CONFIG_FILE,
+                                           CHAT_TEMPLATE_FILE)}
         os.makedirs(directory, exist_ok=True)
-        for name in names:
+        for name, saved_name in copies.items():
             if (source_dir / name).is_file():
-                shutil.copyfile(source_dir / name, Path(directory) / name)
+                shutil.copyfile(source_dir / name, Path(directory) / saved_name)
 
     def id_to_token(self, token_id: int) -> str:
         if not 0 <= token_id < self.vocab_size:

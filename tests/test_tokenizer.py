@@ -667,6 +667,20 @@ def test_save_copies_a_tokenizer_that_loads_identically(tmp_path):
     assert copy.decode(copy.encode(text)) == text
 
 
+@pytest.mark.parametrize("name, model_file", [("sentencepiece", "tokenizer.model"), ("qwen", "tokenizer.json")])
+def test_a_tokenizer_read_from_a_renamed_model_file_saves_under_the_name_loaders_read(
+        model_dirs: dict[str, Path], tmp_path, name, model_file):
+    renamed = tmp_path / "source" / ("sp32k.model" if model_file == "tokenizer.model" else "my_tokenizer.json")
+    renamed.parent.mkdir()
+    shutil.copy(model_dirs[name] / model_file, renamed)
+    original = load_tokenizer(renamed)
+    original.save(tmp_path / "export")
+    text = "the quick brown fox"
+    assert load_tokenizer(tmp_path / "export").encode(text) == original.encode(text)
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "export"), local_files_only=True)
+    assert reference.decode(original.encode(text)).strip() == text
+
+
 def test_char_tokenizer_reads_other_characters_as_unk_and_keeps_ascii_ids(tmp_path):
     from r1jax.data import char_tokenizer
 
