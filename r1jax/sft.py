@@ -52,7 +52,7 @@ from r1jax import checkpoint as checkpoint_lib
 from r1jax import metrics as metrics_lib
 from r1jax import model as model_lib
 from r1jax import distributed, optim, plotting, runtime, sampler, sharding
-from r1jax.data import records
+from r1jax.data import char_tokenizer, records
 from r1jax.model import ModelConfig, Params
 from r1jax.tokenizer import Tokenizer, load_tokenizer
 
@@ -118,11 +118,17 @@ class Teacher(NamedTuple):
 
 
 def encode_pairs(pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, completion ids) per pair, texts taken as they are (no BOS or EOS added); the completion
-    continues its prompt."""
-    prompts = tokenizer.encode_batch([prompt for prompt, _ in pairs])
-    completions = tokenizer.encode_batch([completion for _, completion in pairs], continuation=True)
-    return list(zip(prompts, completions))
+    """(prompt ids, completion ids) per pair: the prompt as the model reads it (BOS first where the tokenizer adds
+    one, as RL prompts get it), the completion continuing it. A completion ending in the synthetic data's EOS text
+    (`char_tokenizer.EOS`) ends in the tokenizer's EOS id, whatever that tokenizer calls its EOS."""
+    bos = [tokenizer.bos_id] if tokenizer.prompt_has_bos else []
+    prompts = [bos + ids if ids[:1] != bos else ids for ids in tokenizer.encode_batch([prompt for prompt, _ in pairs])]
+    ends = [completion.endswith(char_tokenizer.EOS) for _, completion in pairs]
+    completions = tokenizer.encode_batch([completion.removesuffix(char_tokenizer.EOS) for _, completion in pairs],
+                                         continuation=True)
+    eos = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+    return [(prompt, completion + eos if end else completion)
+            for prompt, completion, end in zip(prompts, completions, ends)]
 
 
 def _encode_conversation(messages: Any, tokenizer: Tokenizer) -> list[list[int]]:

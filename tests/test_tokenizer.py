@@ -724,7 +724,21 @@ def test_sft_parts_of_a_sentencepiece_conversation_join_into_its_whole_encoding(
     for name in ("qwen", "llama3"):  # byte-level BPE: a continuation is encoded like any text
         assert loaded[name].encode_continuation(" the answer") == loaded[name].encode(" the answer")
     [(pair_prompt, pair_completion)] = sft.encode_pairs([("Q: 2+2=", "4")], tokenizer)  # pretraining's pairs
-    assert pair_prompt + pair_completion == tokenizer.encode("Q: 2+2=4")
+    assert pair_prompt + pair_completion == tokenizer.encode_prompt("Q: 2+2=4")
+
+
+def test_pretraining_pairs_read_as_rl_prompts_and_end_in_the_tokenizers_eos(loaded: dict[str, Tokenizer]) -> None:
+    """The synthetic traces end in the char tokenizer's EOS text; with Llama 3's tokenizer that is its EOS id, not
+    the text spelled out, and the prompt starts with BOS as the RL prompts do."""
+    from r1jax import sft
+    from r1jax.data.char_tokenizer import EOS
+
+    for name in ("llama3", "qwen", "sentencepiece"):
+        tokenizer = loaded[name]
+        [(prompt, completion)] = sft.encode_pairs([("Numbers: 3 5", f" 3+5=8</think>{EOS}")], tokenizer)
+        assert prompt == tokenizer.encode_prompt("Numbers: 3 5")
+        assert completion == tokenizer.encode_continuation(" 3+5=8</think>") + [tokenizer.eos_id]
+    assert loaded["llama3"].encode_prompt("a")[0] == loaded["llama3"].bos_id
 
 
 def _metaspace_bpe(layout: str) -> tokenizers.Tokenizer:
