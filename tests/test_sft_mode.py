@@ -136,10 +136,24 @@ def test_bad_files_and_templates_raise_naming_the_file(tmp_path):
     chat = _write_jsonl(tmp_path / "chat.jsonl", [{"messages": CONVERSATION}])
     with pytest.raises(ValueError, match="chat.jsonl:1: .*has no chat template"):
         sft.load_sequences(chat, plain, seq_len=256)
-    # A template that rewrites earlier turns (here: shows only the last message) cannot be split by turn.
-    last_only = _tokenizer(tmp_path / "last_only", chat_template="{{ messages[-1]['content'] }}")
-    with pytest.raises(ValueError, match="chat.jsonl:1: the chat template does not render messages\\[2\\]"):
-        sft.load_sequences(chat, last_only, seq_len=256)
+    # A template that rewrites earlier turns (here: as Qwen3's, drops their thinking) cannot be split by turn.
+    drops_earlier_thinking = _tokenizer(tmp_path / "qwen3_like", chat_template=(
+        "{% for m in messages %}{% if m['role'] == 'assistant' %}<A>{{ m['content'] if loop.last else "
+        "m['content'].split('</think>')[-1] }}{% else %}<U>{{ m['content'] }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<A>{% endif %}"))
+    two_turns = _write_jsonl(tmp_path / "two_turns.jsonl", [{"messages": [
+        {"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "<think>1+1</think>2"},
+        {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>2+2</think>4"}]}])
+    with pytest.raises(ValueError, match="two_turns.jsonl:1: the chat template does not render messages\\[3\\] after "
+                                         "the turns before it .*one record per assistant turn"):
+        sft.load_sequences(two_turns, drops_earlier_thinking, seq_len=256)
+    # DeepSeek-R1-Distill's way: the generation prompt opens <think>, a rendered turn drops the thinking.
+    r1_distill = _tokenizer(tmp_path / "r1_distill", chat_template=(
+        "{% for m in messages %}{% if m['role'] == 'assistant' %}<A>{{ m['content'].split('</think>')[-1] }}"
+        "{% else %}<U>{{ m['content'] }}{% endif %}{% endfor %}{% if add_generation_prompt %}<A><think>\n{% endif %}"))
+    with pytest.raises(ValueError, match=r"chat.jsonl:1: the chat template renders messages\[1\] otherwise than after "
+                                         r"its generation prompt, which ends .*<A><think>\\n' where the rendered turn goes on"):
+        sft.load_sequences(chat, r1_distill, seq_len=256)
     long = _write_jsonl(tmp_path / "long.jsonl", [GOOD, {"prompt": "1+1=", "completion": "2" * 40}])
     sequences, dropped = sft.load_sequences(long, plain, seq_len=32, drop_overlong=True)
     assert len(sequences) == 1 and dropped == 1
