@@ -151,7 +151,7 @@ def test_bad_files_and_templates_raise_naming_the_file(tmp_path):
     r1_distill = _tokenizer(tmp_path / "r1_distill", chat_template=(
         "{% for m in messages %}{% if m['role'] == 'assistant' %}<A>{{ m['content'].split('</think>')[-1] }}"
         "{% else %}<U>{{ m['content'] }}{% endif %}{% endfor %}{% if add_generation_prompt %}<A><think>\n{% endif %}"))
-    with pytest.raises(ValueError, match=r"chat.jsonl:1: the chat template renders messages\[1\] otherwise than after "
+    with pytest.raises(ValueError, match=r"chat.jsonl:1: the chat template renders messages\[2\] otherwise than after "
                                          r"its generation prompt, which ends .*<A><think>\\n' where the rendered turn goes on"):
         sft.load_sequences(chat, r1_distill, seq_len=256)
     long = _write_jsonl(tmp_path / "long.jsonl", [GOOD, {"prompt": "1+1=", "completion": "2" * 40}])
