@@ -14,7 +14,8 @@ time), so running the same command again skips the finished stages and reruns th
 workdir, where it resumes from its own checkpoints. Its config must be the one it started with (its
 `config.json` there): a stage config file edited since is refused, as `main` refuses a workdir of another
 run, unless `--allow_config_change`; so is a finished stage's, which then keeps what it made (delete its
-directory to run it again).
+directory to run it again). So is a finished stage that reads an earlier stage which has finished again since
+(its directory deleted and the stage rerun): what it made came from that stage's old output.
 """
 
 from __future__ import annotations
@@ -108,13 +109,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, allow_config_change:
     """
     validate_config(config)
     names = {key: str(value) for key, value in config.vars.items()}
+    finished_at: dict[str, float] = {}  # stage name -> when its stage.json was written
     records = []
     with checkpoint.PreemptionGuard() as preemption:  # hears a signal a stage's own guard caught too
         for stage in config.stages:
             if preemption.requested:
                 raise checkpoint.StoppedBySignal(f"pipeline stopped by {preemption.received.name} before stage "
                                                  f"{stage['name']}; the same command continues it")
-            record = _run_stage(stage, names, workdir, allow_config_change)
+            record = _run_stage(stage, names, workdir, allow_config_change, finished_at)
             records.append(record)
             if record.get("stopped"):
                 return records
@@ -123,10 +125,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, allow_config_change:
     return records
 
 
-def _run_stage(stage: Mapping[str, Any], names: dict[str, str], workdir: str, allow_config_change: bool
-               ) -> dict[str, Any]:
+def _run_stage(stage: Mapping[str, Any], names: dict[str, str], workdir: str, allow_config_change: bool,
+               finished_at: dict[str, float]) -> dict[str, Any]:
     """Runs one stage (or reads the record of its earlier finished run); its record, with `stopped` if a
-    signal stopped it. Adds the stage's workdir to `names`."""
+    signal stopped it. Adds the stage's workdir to `names` and, once it has finished, when to `finished_at`."""
     import jax
 
     stage_dir = os.path.join(workdir, stage["name"])
@@ -134,6 +136,7 @@ def _run_stage(stage: Mapping[str, Any], names: dict[str, str], workdir: str, al
     names[stage["name"]] = stage_dir
     done_path = os.path.join(stage_dir, DONE_FILE)
     if os.path.exists(done_path):
+        _refuse_if_stale(stage, done_path, finished_at, allow_config_change)
         changes = []
         if os.path.isfile(os.path.join(stage_dir, "config.json")):
             with open(os.path.join(stage_dir, "config.json")) as f:
@@ -145,6 +148,7 @@ def _run_stage(stage: Mapping[str, Any], names: dict[str, str], workdir: str, al
                               f"({checkpoint.shown_changes(changes)}); delete {stage_dir} to run it again with this "
                               "one, or pass --allow_config_change to keep what it made")
         print(f"stage {stage['name']}: finished earlier ({stage_dir})", flush=True)
+        finished_at[stage["name"]] = os.path.getmtime(done_path)
         with open(done_path) as f:
             return json.load(f)
     try:
@@ -172,4 +176,18 @@ def _run_stage(stage: Mapping[str, Any], names: dict[str, str], workdir: str, al
     with open(done_path + ".partial", "w") as f:
         json.dump(record, f)
     os.replace(done_path + ".partial", done_path)
+    finished_at[stage["name"]] = os.path.getmtime(done_path)
     return record
+
+
+def _refuse_if_stale(stage: Mapping[str, Any], done_path: str, finished_at: Mapping[str, float],
+                     allow_config_change: bool) -> None:
+    """ConfigError if an earlier stage that `stage` reads (a `{name}` in its overrides) finished after it did."""
+    read = {match.group(2) for value in dict(stage.get("overrides", {})).values() if isinstance(value, str)
+            for match in PLACEHOLDER.finditer(value) if match.group(2) in finished_at}
+    newer = sorted(name for name in read if finished_at[name] > os.path.getmtime(done_path))
+    if newer and not allow_config_change:
+        stage_dir = os.path.dirname(done_path)
+        raise ConfigError(f"stage {stage['name']} finished in {stage_dir} before stage {', '.join(newer)}, which it "
+                          f"reads, ran again: it was made from the old output; delete {stage_dir} to run it again, "
+                          "or pass --allow_config_change to keep what it made")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import pytest
 
@@ -98,6 +99,36 @@ def test_a_finished_stage_whose_config_changed_is_refused_or_kept_but_not_silent
     (tmp_path / "a" / "config.json").write_text(json.dumps(saved))
     assert [r["name"] for r in pipeline.run(_pipeline({"name": "a", "config": SFT, "overrides": {"steps": 5}}),
                                             str(tmp_path))] == ["a"]
+
+
+def test_a_stage_that_reads_an_earlier_stage_run_again_since_is_refused_unless_kept(tmp_path, monkeypatch):
+    import shutil
+
+    from r1jax import sft
+
+    runs = []
+
+    def sft_run(stage_config, workdir):
+        runs.append(os.path.basename(workdir))
+        os.makedirs(os.path.join(workdir, "tokenizer"))  # what the next stage reads
+        return {"steps": 1}
+
+    monkeypatch.setattr(sft, "run", sft_run)
+    chain = _pipeline({"name": "first", "config": SFT}, {"name": "unrelated", "config": SFT},
+                      {"name": "second", "config": SFT, "overrides": {"tokenizer": "{first}/tokenizer"}})
+    pipeline.run(chain, str(tmp_path))
+    pipeline.run(chain, str(tmp_path))  # nothing ran again: nothing is stale
+    assert runs == ["first", "unrelated", "second"]
+    shutil.rmtree(tmp_path / "first")  # as the refusal of an edited stage advises
+    time.sleep(0.01)  # stage.json times further apart than the file system's resolution
+    with pytest.raises(ConfigError, match=f"stage second finished in {tmp_path / 'second'} before stage first, which "
+                                          r"it reads, ran again: it was made from the old output; delete"):
+        pipeline.run(chain, str(tmp_path))
+    assert runs == ["first", "unrelated", "second", "first"]  # "unrelated" reads nothing of "first": kept
+    pipeline.run(chain, str(tmp_path), allow_config_change=True)
+    shutil.rmtree(tmp_path / "second")
+    pipeline.run(chain, str(tmp_path))
+    assert runs == ["first", "unrelated", "second", "first", "second"]
 
 
 def test_a_stage_that_refuses_its_input_leaves_no_config_behind(tmp_path, monkeypatch):
