@@ -163,11 +163,29 @@ def test_an_input_with_a_lone_surrogate_fails_only_its_own_case():
     assert code.run_tests(ADD_TWO_NUMBERS, tests, from_completion=False, timeout_s=RELAXED_TIMEOUT_S) == 0.5
 
 
-def test_output_comparison_ignores_trailing_whitespace_only():
-    tests = prints("1 2\n3\n")
-    sources = ["print('1 2   ')\nprint('3')\nprint()\n", "print(' 1 2')\nprint('3')\n", "print('1  2')\nprint('3')\n"]
-    scores = code.run_tests_batch([(fenced(source), tests) for source in sources], timeout_s=RELAXED_TIMEOUT_S)
-    assert scores == [1.0, 0.0, 0.0]
+# (printed, expected, passes): LiveCodeBench's judge's verdicts, worked out by hand from its rule.
+OUTPUT_VERDICTS = [
+    ("1 2   \n3\n\n", "1 2\n3\n", True),  # whitespace around lines and the text
+    (" 1 2\n3", "1 2\n3", True),
+    ("1  2", "1 2", True),  # numbers: the same whitespace-separated values
+    ("2.0 -0", "2 0", True),
+    ("2.500000", "2.500000000", True),
+    ("1e3", "1000", True),
+    ("0.3333333333333333", "0.333333333333", False),  # no tolerance
+    ("a  b", "a b", False),  # words keep their spacing
+    ("1\n2", "1 2", False),  # lines stay lines
+    ("1\n\n2", "1\n2", False),
+    ("YES", "yes", False),
+    ("nan", "nan", True), ("nan", "NaN", False),  # text equal or not; NaN equals no number
+    ("1_000", "1000", False),
+]
+
+
+def test_stdout_is_judged_as_livecodebench_judges_it():
+    echo = "import sys\nsys.stdout.write(sys.stdin.read())\n"
+    tests = [{"input": printed, "output": expected} for printed, expected, _ in OUTPUT_VERDICTS]
+    result = code.evaluate(echo, tests, from_completion=False, timeout_s=RELAXED_TIMEOUT_S)
+    assert [case.passed for case in result.cases] == [passes for *_, passes in OUTPUT_VERDICTS]
 
 
 def test_assert_tests_run_after_the_program_in_its_namespace():

@@ -9,8 +9,10 @@ unterminated block, scores 0. A string without fences is not guessed to be code:
 
 Test cases are either
   * stdin/stdout: `{"input": "...", "output": "..."}`; the program runs as `__main__` with the input
-    on stdin and passes if it exits with status 0 and its stdout equals the expected output after
-    trailing whitespace is stripped from every line and from the end; or
+    on stdin and passes if it exits with status 0 and its stdout matches the expected output as
+    LiveCodeBench's judge matches them: line by line, each stripped of surrounding whitespace, and a
+    line that still differs passes if both read as the same whitespace-separated decimal numbers
+    (`2.50` and `2.5 `; no tolerance: `0.3334` is not `0.3333`); or
   * assert-style: a string of Python statements (usually asserts) executed after the program, on a
     copy of its namespace (the program's `if __name__ == "__main__":` block runs, with an empty
     stdin). It passes only if the statements run to the end: exiting early (`sys.exit`, `os._exit`)
@@ -86,6 +88,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import decimal
 import json
 import logging
 import marshal
@@ -402,8 +405,23 @@ def _call_case(test: Mapping[str, Any]) -> dict[str, Any]:
     return {"call": name, "args": args, "expected": expected, "wrapped": wrapped}
 
 
-def _normalize_output(text: str) -> str:
-    return "\n".join(line.rstrip() for line in text.rstrip().splitlines())
+def _outputs_match(output: str, expected: str) -> bool:
+    """LiveCodeBench's rule: the same lines, each compared with its surrounding whitespace stripped, and where the
+    texts differ, equal as whitespace-separated numbers (exactly, as decimals: `2.50` is `2.5`, `0.3334` is not
+    `0.3333`)."""
+    lines, expected_lines = (text.strip().split("\n") for text in (output, expected))
+    return len(lines) == len(expected_lines) and all(
+        line.strip() == expected_line.strip() or _as_decimals(line) == _as_decimals(expected_line) is not None
+        for line, expected_line in zip(lines, expected_lines))
+
+
+def _as_decimals(line: str) -> list[decimal.Decimal] | None:
+    try:
+        numbers = [decimal.Decimal(token) for token in line.split()]
+    except decimal.InvalidOperation:
+        return None
+    # NaN equals nothing (and a signalling one raises when compared); "1_000" is Python's spelling, not a judge's.
+    return None if any(number.is_nan() for number in numbers) or "_" in line else numbers
 
 
 @dataclass(frozen=True)
@@ -454,7 +472,7 @@ def _judge(case: dict[str, Any], run: _CaseRun, timeout_s: float) -> CaseResult:
     if "assert" in case:
         if not run.assertions_completed:
             return CaseResult(False, "exited before the test code completed")
-    elif _normalize_output(run.stdout) != _normalize_output(case["expected"]):
+    elif not _outputs_match(run.stdout, case["expected"]):
         return CaseResult(False, "wrong output")
     return CaseResult(True, "passed")
 
