@@ -259,6 +259,9 @@ def distill_config() -> ml_collections.ConfigDict:
     config.rewards = (dict(name="countdown", weight=1.0),)
     config.accuracy_reward = "countdown"
     config.accuracy_threshold = 1.0
+    # Scores other rewards of a kept sample must reach too, {reward key: minimum}: R1's rejection sampling also
+    # drops unreadable reasoning, e.g. {'language_consistency': 0.95} with that reward listed in `rewards`.
+    config.min_scores = ml_collections.ConfigDict()
     config.reward_workers = 0  # as in grpo_config
     config.keep = "all"  # correct samples kept per prompt: 'all', 'first', 'shortest', or 'journey'
     # keep='journey': wrong samples (how many: uniform in min_wrong..max_wrong) stitched before the first
@@ -554,6 +557,11 @@ def validate_rewards(config: ml_collections.ConfigDict) -> None:
         keys.append(spec.log_key)
     if config.accuracy_reward not in keys:
         _fail("accuracy_reward", f"{config.accuracy_reward!r} is not one of the reward keys {keys}")
+    for key, minimum in dict(config.get("min_scores") or {}).items():
+        if key not in keys:
+            _fail(f"min_scores.{key}", f"is not one of the reward keys {keys}")
+        if isinstance(minimum, bool) or not isinstance(minimum, (int, float)):
+            _fail(f"min_scores.{key}", f"{minimum!r} must be a number")
     if config.reward_workers < 0:
         _fail("reward_workers", f"{config.reward_workers} must be >= 0 (0 scores in this process)")
 

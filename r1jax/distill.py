@@ -9,8 +9,10 @@ The teacher is `model` (any checkpoint r1jax loads). The prompts are the first `
 the task's `split` (`r1jax.data.tasks`), rendered with `data.template`; `sampling` sets the sampler.
 Every sample is scored with `rewards` (the registry: countdown, math, format, ...). It is correct when
 its `accuracy_reward` score is at least `accuracy_threshold` and it finished (EOS or a stop string, not
-cut off by `max_new_tokens`). Per prompt, `keep` picks among the correct samples: 'all', 'first' (the
-lowest sample index) or 'shortest' (the fewest tokens, then the lowest index).
+cut off by `max_new_tokens`); it is accepted when, besides, every reward named in `min_scores` reaches its
+minimum there (R1 also rejects reasoning in mixed languages: `min_scores={'language_consistency': 0.95}`).
+Per prompt, `keep` picks among the accepted samples: 'all', 'first' (the lowest sample index) or
+'shortest' (the fewest tokens, then the lowest index).
 
 `keep: 'journey'` writes journey-learning data instead (O1 Replication Journey): per solved prompt, a
 number of wrong samples drawn uniformly from `journey.min_wrong..max_wrong` (at most those there are:
@@ -34,7 +36,7 @@ appears complete or not at all.
 Sampled completions, right or wrong, go to `<workdir>/distill_samples.jsonl` a batch of prompts at a time
 (`records.ResumableWriter`): a run stopped by SIGTERM (exit code 75) or killed continues from its last
 whole batch, with the samples an uninterrupted run makes; a rerun that changes only the verifier
-(`rewards`, `accuracy_reward`, `accuracy_threshold`, `keep`) filters the same samples again without
+(`rewards`, `accuracy_reward`, `accuracy_threshold`, `min_scores`, `keep`) filters the same samples again without
 sampling. A change to what is sampled (model, data, sampling, seed, batch) is refused in that workdir.
 """
 
@@ -107,6 +109,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{key}: {message}")
     validate_output_file(config)
     validate_generation(s, "sampling.")
+
+
+def _meets_min_scores(scores: Mapping[str, np.ndarray], min_scores: Mapping[str, float]) -> np.ndarray:
+    """Per sample, whether every reward of `min_scores` reaches its minimum (NaN, unjudgeable, does not)."""
+    meets = np.ones(len(next(iter(scores.values()))), bool)
+    for key, minimum in min_scores.items():
+        meets &= scores[key] >= minimum
+    return meets
 
 
 def _by_prompt(candidates: Sequence[Candidate], chosen: Sequence[bool]) -> dict[int, list[int]]:
@@ -245,7 +255,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         accuracy = scores[config.accuracy_reward]
         finished = np.array([c.finished for c in candidates], bool)
         correct = (accuracy >= config.accuracy_threshold) & finished  # NaN (unjudgeable) compares False
-        kept = select(candidates, correct, config.keep)
+        accepted = correct & _meets_min_scores(scores, config.min_scores)
+        kept = select(candidates, accepted, config.keep)
         kept_records = [dict(prompt=candidates[i].prompt, completion=candidates[i].completion,
                              num_tokens=candidates[i].num_tokens) for i in kept]
         kept_scores = {name: values[kept] for name, values in scores.items()}
@@ -260,7 +271,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 record["num_tokens"] = len(tokenizer.encode(record["completion"]))
             kept_scores = score([r["completion"] for r in kept_records], [candidates[i].prompt_id for i in kept],
                                 [r["num_tokens"] for r in kept_records])
-    still_correct = kept_scores[config.accuracy_reward] >= config.accuracy_threshold
+    still_correct = ((kept_scores[config.accuracy_reward] >= config.accuracy_threshold)
+                     & _meets_min_scores(kept_scores, config.min_scores))
 
     def record(position: int) -> dict[str, Any]:
         c = candidates[kept[position]]
@@ -275,6 +287,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     solved = {candidates[i].prompt_id for i in np.flatnonzero(correct)}
     summary = dict(teacher=teacher, split=config.split, prompts=count, samples=len(candidates),
                    correct_samples=int(correct.sum()), correct_share=float(correct.mean()) if len(correct) else 0.0,
+                   correct_below_min_scores=int((correct & ~accepted).sum()),
                    unfinished_samples=int((~finished).sum()), solved_prompts=len(solved), kept=len(written),
                    keep=config.keep, seconds=time.perf_counter() - start)
     if config.keep == "journey":

@@ -2,6 +2,7 @@
 distillation's KL against numpy in float64."""
 
 import json
+import re
 import os
 import signal
 
@@ -140,6 +141,23 @@ def test_another_models_traces_are_verified_into_sft_data(data_dir, tmp_path, ke
     sequences, _ = sft.load_sequences(summary["output_file"], tokenizer, seq_len=256)
     assert [[tokenizer.decode(part) for part in parts] for parts in sequences] == [
         [r["prompt"], r["completion"] + EOS] for r in records]
+
+
+def test_min_scores_reject_correct_traces_other_rewards_find_unreadable(data_dir, tmp_path):
+    """R1's rejection sampling keeps correct and readable reasoning: here, in English."""
+    e0 = _examples(data_dir, tmp_path)[0]
+    traces = [dict(prompt_id=0, sample=0, completion="我们把数字加起来. " + _answer(e0)),
+              dict(prompt_id=0, sample=1, completion="Adding them works. " + _answer(e0))]
+    traces_file = tmp_path / "traces.jsonl"
+    traces_file.write_text("".join(json.dumps(t) + "\n" for t in traces))
+    config = _config(data_dir, traces_file=str(traces_file), keep="all")
+    config.rewards = (dict(name="countdown", weight=1.0),
+                      dict(name="language_consistency", weight=0.0, kwargs=dict(prefill="<think>")))
+    config.min_scores = {"language_consistency": 0.9}
+    summary = distill.run(config, str(tmp_path))
+    assert (summary["correct_samples"], summary["correct_below_min_scores"], summary["kept"]) == (2, 1, 1)
+    [record] = [json.loads(line) for line in open(summary["output_file"])]
+    assert record["sample"] == 1 and record["rewards"] == {"countdown": 1.0, "language_consistency": 1.0}
 
 
 def test_journey_detours_are_distinct_finished_wrong_samples_of_the_prompt():
@@ -302,3 +320,14 @@ def test_invalid_distill_configs_name_the_key(data_dir, changes, key):
     with pytest.raises(ConfigError) as error:
         validate(_config(data_dir, **changes), known_modes=main.MODES, num_devices=8)
     assert str(error.value).startswith(key + ":") and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("min_scores, message", [
+    ({"language": 0.9}, "config.min_scores.language: is not one of the reward keys ['countdown']"),
+    ({"countdown": "high"}, "config.min_scores.countdown: 'high' must be a number"),
+])
+def test_min_scores_name_rewards_of_the_config(data_dir, min_scores, message):
+    config = _config(data_dir)
+    config.min_scores = min_scores
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(config, known_modes=main.MODES, num_devices=8)
