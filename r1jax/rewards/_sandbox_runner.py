@@ -305,7 +305,7 @@ def _collect_until_exit(pid: int, captured: _Captured, timeout_s: float) -> bool
     """Read the child's pipes until it exits or overflows its output cap; False if time ran out first.
 
     Only the main process counts: once it has exited we take what is already in the pipes and stop,
-    even if a descendant still holds them open.
+    even if a descendant still holds them open (and keeps writing: the deadline bounds that too).
     """
     deadline = time.monotonic() + timeout_s
     pidfd = os.pidfd_open(pid)
@@ -322,7 +322,8 @@ def _collect_until_exit(pid: int, captured: _Captured, timeout_s: float) -> bool
             for fd, _ in poller.poll(max(1, int(remaining * 1000))):
                 if fd == pidfd:
                     for stream_fd in captured.roles:
-                        while not captured.overflow and (chunk := _read_some(stream_fd)):
+                        while (not captured.overflow and time.monotonic() < deadline
+                               and (chunk := _read_some(stream_fd))):
                             captured.add(stream_fd, chunk)
                     return True
                 chunk = _read_some(fd)
