@@ -260,7 +260,8 @@ def distill_config() -> ml_collections.ConfigDict:
     config.accuracy_reward = "countdown"
     config.accuracy_threshold = 1.0
     # Scores other rewards of a kept sample must reach too, {reward key: minimum}: R1's rejection sampling also
-    # drops unreadable reasoning, e.g. {'language_consistency': 0.95} with that reward listed in `rewards`.
+    # drops unreadable reasoning, e.g. {'language_consistency': 0.95} with that reward listed in `rewards`. Set
+    # it whole, in a config file or a pipeline override: the command line cannot add keys to it.
     config.min_scores = ml_collections.ConfigDict()
     config.reward_workers = 0  # as in grpo_config
     config.keep = "all"  # correct samples kept per prompt: 'all', 'first', 'shortest', or 'journey'

@@ -311,11 +311,21 @@ def test_function_calls_reach_a_solution_method_or_a_module_function():
              {"function": "twoSum", "args": [[3, 3], 6], "output": [0, 2]}]
     result = code.evaluate(leetcode, tests, from_completion=False, timeout_s=RELAXED_TIMEOUT_S)
     assert [(case.passed, case.reason) for case in result.cases] == [(True, "passed"), (False, "wrong return value")]
-    module_function = "def power(base, exponent):\n    return pow(base, exponent, 7), deque([gcd(4, 6)])[0]\n"
+    module_function = program("""
+        import numpy as np
+        from fractions import Fraction
+        def power(base, exponent):
+            return pow(base, exponent, 7), deque([gcd(4, 6)])[0]
+        def counts(text):
+            return Counter(text), np.int64(len(text)), np.array([[1, 2]]), Fraction(6, 2)
+    """)
     result = code.evaluate(module_function, [{"function": "power", "args": [3, 4], "output": [4, 2]},
-                                             {"function": "square", "args": [3], "output": 9}],
+                                             {"function": "square", "args": [3], "output": 9},
+                                             {"function": "counts", "args": ["aab"], "output": [{"a": 2, "b": 1}, 3,
+                                                                                                 [[1, 2]], 3]}],
                            from_completion=False, timeout_s=RELAXED_TIMEOUT_S)
     assert result.cases[0].passed  # builtins' three-argument pow, not math's
+    assert result.cases[2].passed, result.cases[2]  # a Counter, numpy values, a Fraction: as the judges compare them
     assert result.cases[1].reason == ("exit code 1: NameError: the program defines no function 'square' (nor a class "
                                       "Solution with that method)")
 
@@ -685,9 +695,14 @@ def test_data_memory_and_inodes_outside_the_limits_are_out_of_reach():
     """Host directories but the system's are empty (a world-readable data set or run directory, here this
     project's own files, cannot be read); System V shared memory, which outlives its process and no rlimit
     counts, is capped at one process's memory; a private tmpfs holds a few thousand files, not millions."""
+    root_files = [entry.path for entry in os.scandir("/") if entry.is_file(follow_symlinks=False)]
     source = program(f"""
         import ctypes, os
         print(os.path.exists({code.__file__!r}), os.path.exists("/usr/bin/env"), os.path.isdir({REPO_DIR!r}))
+        print(sum(len(open(path, "rb").read()) for path in {root_files!r}))  # files at the root read as empty
+        for directory in ("/tmp", "/var/tmp", "/dev/shm"):  # private, but there
+            with open(os.path.join(directory, "scratch"), "w") as scratch:
+                scratch.write("x")
         libc = ctypes.CDLL(None, use_errno=True)
         libc.shmget.restype = ctypes.c_int
         print(libc.shmget(0, ctypes.c_size_t(2 * {code.SandboxLimits().memory_mb} << 20), 0o1600))
@@ -700,7 +715,7 @@ def test_data_memory_and_inodes_outside_the_limits_are_out_of_reach():
             pass
         print(created < 5000)
     """)
-    result = code.evaluate(source, prints("False True False\n-1\nTrue\n"), from_completion=False,
+    result = code.evaluate(source, prints("False True False\n0\n-1\nTrue\n"), from_completion=False,
                            timeout_s=RELAXED_TIMEOUT_S)
     assert result.score == 1.0, result
 
@@ -1172,7 +1187,7 @@ REWARD_HACKS = {
                     def __eq__(self, other):
                         return True
                 return AlwaysEqual()
-    """), "exit code 1: TypeError: tests compare plain data only, got solution.Solution.solve.<locals>.AlwaysEqual",
+    """), "exit code 1: TypeError: the function returned a AlwaysEqual, which no test's value equals",
         SECRET_CALLS),
     "call_looks_for_the_expected_value_everywhere": Hack(program("""
         import gc, os
@@ -1190,6 +1205,9 @@ REWARD_HACKS = {
                             return text[text.index(b"secret-"):].split(b'"')[0].decode()
             return "secret"
     """), "wrong return value", SECRET_CALLS),
+    "call_an_empty_program_as_a_prelude_function": Hack(
+        "class Solution:\n    pass\n", "exit code 1: NameError: the program defines no function 'gcd' (nor a class "
+        "Solution with that method)", [{"function": "gcd", "args": [12, 8], "output": 4}]),
     "call_forges_its_result_and_exits": Hack(program("""
         import os
         def solve(x):

@@ -161,19 +161,24 @@ def _mount_filesystem_view(job: dict) -> None:
     python_dirs = _outermost(d for d in (sys.prefix, sys.base_prefix, *job["site_dirs"]) if os.path.isdir(d))
     held = {d: os.open(d, os.O_PATH | os.O_DIRECTORY) for d in python_dirs}
     writable = [d for d in _WORLD_WRITABLE_DIRS if os.path.isdir(d)]
-    hidden_top_level = [entry.path for entry in os.scandir("/")
-                        if entry.is_dir(follow_symlinks=False) and entry.name not in _VISIBLE_TOP_LEVEL_DIRS]
+    top_level = [entry for entry in os.scandir("/")
+                 if entry.name not in _VISIBLE_TOP_LEVEL_DIRS and entry.path not in writable]
+    hidden_dirs = [entry.path for entry in top_level if entry.is_dir(follow_symlinks=False)]
+    hidden_files = [entry.path for entry in top_level if entry.is_file(follow_symlinks=False)]
     closed_ancestors = (_first_untraversable_ancestor(d) for d in (*python_dirs, workdir))
-    shadowed = _outermost([*writable, *hidden_top_level, *filter(None, closed_ancestors)])
+    shadowed = _outermost([*hidden_dirs, *filter(None, closed_ancestors)])
     for directory in shadowed:
-        options = (f"mode=1777,size={size},nr_inodes={_WRITABLE_INODES}" if directory in writable
-                   else f"mode=755,size=1m,nr_inodes={_SHADOW_INODES}")
-        _mount("tmpfs", directory, "tmpfs", flags, options)
+        _mount("tmpfs", directory, "tmpfs", flags, f"mode=755,size=1m,nr_inodes={_SHADOW_INODES}")
+    for path in hidden_files:  # e.g. a data set kept at the root: reads as empty
+        _mount("/dev/null", path, None, _MS_BIND, None)
     for directory, fd in held.items():
         if any(_is_within(directory, s) for s in shadowed):
             os.makedirs(directory, exist_ok=True)
             _mount(f"/proc/self/fd/{fd}", directory, None, _MS_BIND | _MS_REC, None)
         os.close(fd)
+    for directory in writable:  # after the shadows, as /var/tmp sits in the hidden /var
+        os.makedirs(directory, exist_ok=True)
+        _mount("tmpfs", directory, "tmpfs", flags, f"mode=1777,size={size},nr_inodes={_WRITABLE_INODES}")
     os.makedirs(workdir, exist_ok=True)
     owner = "" if job["uid"] is None else f",uid={job['uid']},gid={job['uid']}"
     _mount("tmpfs", workdir, "tmpfs", flags, f"mode=700,size={size},nr_inodes={_WRITABLE_INODES}{owner}")
@@ -480,13 +485,16 @@ def _run_program(program: str, case: dict) -> None:
     try:
         run_tests = _compile_tests(case.pop("assert")) if "assert" in case else None
         os.close(_TOKEN_FD)
+        prelude = {}
         if "call" in case:
             exec(_CALL_PRELUDE, module.__dict__)
+            prelude = dict(module.__dict__)
         exec(compile(program, "solution.py", "exec"), module.__dict__)
         if run_tests is not None:
             run_tests(module.__dict__)
         if "call" in case:
-            _write_all(_REPORT_FD, _returned_json(_called(module.__dict__, case["call"])(*case["args"])))
+            function = _called(module.__dict__, case["call"], prelude)
+            _write_all(_REPORT_FD, _json_dumps(_json_value(function(*case["args"]))).encode())
     except SystemExit as exit_request:
         exit_code = _exit_code(exit_request)
     except BaseException:
@@ -548,45 +556,51 @@ sys.setrecursionlimit(50000)
 """
 _CALL_PRELUDE = None
 _json_dumps = None
+_numbers = None
 
 
 def _load_call_tools() -> None:
     """Import what function-call cases need: once per program, not in every forked child."""
-    global _CALL_PRELUDE, _json_dumps
+    global _CALL_PRELUDE, _json_dumps, _numbers
     import json
+    import numbers
 
-    _json_dumps = json.dumps
+    _json_dumps, _numbers = json.dumps, numbers
     _CALL_PRELUDE = compile(_CALL_PRELUDE_SOURCE, "<prelude>", "exec")
     exec(_CALL_PRELUDE, {})  # imports the modules here, before any fork
 
 
-def _called(namespace: dict, name: str):
-    """`Solution().name` where the program defines a class Solution with that method, else its function `name`."""
+def _called(namespace: dict, name: str, prelude: dict):
+    """`Solution().name` where the program defines a class Solution with that method, else its function `name`;
+    never a name of the prelude the program did not bind itself (an empty program must not pass as `gcd`)."""
     solution = namespace.get("Solution")
     if isinstance(solution, type) and hasattr(solution, name):
         return getattr(solution(), name)
-    if name not in namespace:
+    if name not in namespace or (name in prelude and namespace[name] is prelude[name]):
         raise NameError(f"the program defines no function {name!r} (nor a class Solution with that method)")
     return namespace[name]
 
 
-def _returned_json(value) -> bytes:
-    """A return value as JSON: tuples as lists, as the judges of APPS and LiveCodeBench take them; what no JSON
-    value can equal (a set, a dict with keys that are not text, an object) raises TypeError."""
-    return _json_dumps(_json_value(_plain(value))).encode()
-
-
 def _json_value(value):
-    kind = type(value)
-    if kind is tuple or kind is list:
+    """A return value as a JSON value, as the judges of APPS and LiveCodeBench compare it: tuples as lists, a
+    Counter as a dict, numpy values as Python's; what no JSON value equals (a set, a dict with keys that are not
+    text, an object) raises TypeError. The program's own code may run here: whatever it makes this return, it
+    could have returned, and the comparison happens outside."""
+    if value is None or isinstance(value, (bool, str)):
+        return value if value is None else (bool if isinstance(value, bool) else str)(value)
+    if isinstance(value, (list, tuple)):
         return [_json_value(item) for item in value]
-    if kind is dict:
-        if not all(type(key) is str for key in value):
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
             raise TypeError("the function returned a dict with keys that are not text, which no test's value equals")
-        return {key: _json_value(item) for key, item in value.items()}
-    if value is None or kind in (bool, int, float, str):
-        return value
-    raise TypeError(f"the function returned a {kind.__name__}, which no test's value equals")
+        return {str(key): _json_value(item) for key, item in value.items()}
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _json_value(value.tolist())
+    if isinstance(value, _numbers.Integral):
+        return int(value)
+    if isinstance(value, _numbers.Real):
+        return float(value)
+    raise TypeError(f"the function returned a {type(value).__name__}, which no test's value equals")
 
 
 # ---------------------------------------------------------------- assert-style tests

@@ -25,8 +25,9 @@ Test cases are either
     module (its `if __name__ == "__main__":` block does not run), with typing's, collections', heapq's,
     bisect's, itertools', functools' and math's names already imported and a recursion limit of 50000,
     as in LiveCodeBench's judge. Then `Solution().name(*args)` is called where the program defines a class
-    `Solution` with that method (LeetCode), else its function `name`. The case passes if the call returns
-    a value equal to `output` (Python's `==` on JSON values, a tuple read as a list); with `"wrapped": true`
+    `Solution` with that method (LeetCode), else its function `name` (not one of those imported names, unless
+    the program binds it anew). The case passes if the call returns a value equal to `output` (Python's `==`
+    on JSON values: a tuple read as a list, a Counter as a dict, numpy values as Python's); with `"wrapped": true`
     (APPS and TACO give each return value inside a one-element list) also if it equals `output[0]`, as
     APPS's judge accepts. `args` and `output` must be JSON values.
 
@@ -40,8 +41,9 @@ are active; every program goes through the strongest combination that passed the
      the program dies with it and none can escape by daemonising), mount, IPC and UTS. In the mount
      namespace the working directory and the world-writable directories (/tmp, /var/tmp, /dev/shm,
      /run/lock) are private tmpfs capped in size and files, so nothing the program writes reaches the
-     host; top-level directories but the system's (/usr, /etc, /lib...) are empty, with the Python
-     installation bound back, so data sets and run directories (expected outputs) are out of sight.
+     host; top-level directories but the system's (/usr, /etc, /lib...) are empty and files at the
+     root read as empty, with the Python installation bound back, so data sets and run directories
+     (expected outputs) are out of sight.
      The IPC namespace's System V shared memory is capped at `memory_mb` (no rlimit counts it).
   3. Dedicated uid (caller is root): test cases run as a fresh unprivileged uid drawn from
      `SANDBOX_UID_RANGE`, so the program can modify nothing it does not own and cannot signal or
