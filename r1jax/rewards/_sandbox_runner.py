@@ -876,15 +876,18 @@ _PLAIN_SCALARS = ((int, int.__index__), (float, float.__float__), (complex, comp
                   (str, str.__str__), (bytes, bytes.__bytes__))
 _PLAIN_CONTAINERS = ((list, list.__iter__), (tuple, tuple.__iter__), (set, set.__iter__),
                      (frozenset, frozenset.__iter__))
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made at run time (by `class`), unlike an extension's static types
 
 
 def _plain_copy(value, copy, _type=type, _id=id, _issubclass=issubclass, _as_is=_PLAIN_AS_IS,
                 _scalars=_PLAIN_SCALARS, _containers=_PLAIN_CONTAINERS, _dict=dict, _dict_items=dict.items,
-                _error=TypeError):
+                _heap_type=_HEAP_TYPE, _getattr=getattr, _error=TypeError):
     """`value` as plain data: built-in values all the way down, so comparing it runs only C code.
 
     `copy` is this function itself (recursing by name would be a global lookup); items that are
-    taken as they are skip the call, which makes long lists several times faster to copy. Anything
+    taken as they are skip the call, which makes long lists several times faster to copy. numpy's
+    scalars and arrays are read with numpy's own `tolist`: their types are static C types, which no
+    program can define or change (a Python subclass of one is a heap type, and refused). Anything
     that is not plain data raises TypeError: the case fails.
     """
     kind = _type(value)
@@ -901,6 +904,10 @@ def _plain_copy(value, copy, _type=type, _id=id, _issubclass=issubclass, _as_is=
             return {key if _id(_type(key)) in _as_is else copy(key, copy):
                     item if _id(_type(item)) in _as_is else copy(item, copy)
                     for key, item in _dict_items(value)}
+        if not kind.__flags__ & _heap_type and kind.__module__ == "numpy":
+            to_list = _getattr(kind, "tolist", None)
+            if to_list is not None:
+                return copy(to_list(value), copy)
     raise _error(f"tests compare plain data only, got {kind.__module__}.{kind.__qualname__}")
 
 

@@ -19,7 +19,7 @@ Test cases are either
     fails. What their comparisons (but `is`), arithmetic and asserts look at must be plain data:
     built-in values (None, bool, int, float, complex, str, bytes, range, tuple, list, dict, set,
     frozenset, classes), where an instance of a subclass (a Counter, a namedtuple) counts as the
-    built-in value it holds; anything else fails the case. The builtins, `math` (imported or not) and
+    built-in value it holds, and numpy's scalars and arrays as their `tolist()`; anything else fails the case. The builtins, `math` (imported or not) and
     `__name__` they name are those of a fresh interpreter, whatever the program rebinds or patches; or
   * function calls: `{"function": name, "args": [...], "output": value}`; the program is imported as a
     module (its `if __name__ == "__main__":` block does not run), with typing's, collections', heapq's,
