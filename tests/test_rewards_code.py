@@ -252,6 +252,31 @@ def test_a_case_that_times_out_does_not_sink_the_others():
     assert result.cases[1].reason == "timed out after 1s"
 
 
+def test_the_timeout_counts_cpu_time_with_a_wall_clock_backstop():
+    """A case waiting (as it does when other programs take the CPUs) is not timed out until twice its limit plus a
+    second of wall clock; one computing is timed out by its CPU time, that of the children it waited for too."""
+    source = program("""
+        import subprocess, sys, time
+        def waits(seconds):
+            time.sleep(seconds)
+            return seconds
+        def computes(seconds, in_child=False):
+            if in_child:
+                subprocess.run([sys.executable, "-c", f"import time\\nend = time.process_time() + {seconds}\\n"
+                                "while time.process_time() < end: pass"], check=True)
+            else:
+                end = time.process_time() + seconds
+                while time.process_time() < end:
+                    pass
+            return seconds
+    """)
+    tests = ["assert waits(0.9) == 0.9", "assert waits(5) == 5", "assert computes(0.1) == 0.1",
+             "assert computes(1.2) == 1.2", "assert computes(1.2, in_child=True) == 1.2"]
+    result = code.evaluate(source, tests, from_completion=False, timeout_s=0.6)
+    assert [case.reason for case in result.cases] == ["passed", "timed out after 0.6s", "passed",
+                                                      "timed out after 0.6s", "timed out after 0.6s"]
+
+
 def test_stop_at_failure_runs_no_case_after_one_that_times_out_or_fails():
     tests = ["assert f(1) == 1", "assert f(2) == 2", "assert f(3) == 3", "assert f(4) == 4"]
     result = code.evaluate(fenced(LOOPS_ON_2), tests, timeout_s=1.0, stop_at_failure=True)

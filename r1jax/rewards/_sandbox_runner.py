@@ -13,8 +13,9 @@ be trusted.
 For each case it writes one record on stdout: a header line of seven integers
   case exit_code timed_out output_overflow assertions_completed stdout_bytes stderr_bytes
 followed by that many bytes of stdout and then of stderr (its tail). The caller judges the output,
-so expected outputs never reach memory the program could read. With the job's `stop_at_failure`, the
-cases after one that exits with an error, times out or overflows are not run.
+so expected outputs never reach memory the program could read. A case times out past `timeout_s` of CPU
+time (its process and the children it waited for) or `wall_timeout_s` of wall clock. With the job's
+`stop_at_failure`, the cases after one that exits with an error, times out or overflows are not run.
 
 Function-call cases (`{"call": name, "args": [...]}`) import the program as a module (not as
 __main__, as LiveCodeBench's and APPS's judges do) into a namespace that has what LeetCode-style code
@@ -291,10 +292,13 @@ def _run_case(job: dict, case: dict, index: int) -> tuple[bytes, bool]:
     except OSError:
         pass
     captured = _Captured(stdout_r, stderr_r, report_r, job["limits"]["max_output_bytes"])
-    timed_out = not _collect_until_exit(pid, captured, job["timeout_s"])
+    timed_out = not _collect_until_exit(pid, captured, job["wall_timeout_s"])
     if timed_out or captured.overflow:
         _kill_group(pid)
-    _, status = os.waitpid(pid, 0)
+    _, status, usage = os.wait4(pid, 0)
+    # The limit is CPU time, as judges count it (the wall clock above is a backstop): the threads of the case's
+    # process and the children it waited for; a case slowed down by other programs on the machine does not fail.
+    timed_out = timed_out or usage.ru_utime + usage.ru_stime > job["timeout_s"]
     for fd in (stdout_r, stderr_r, report_r):
         os.close(fd)
     _kill_leftovers(job, pid)

@@ -51,7 +51,7 @@ are active; every program goes through the strongest combination that passed the
      is what makes the process limit hold.
   4. Resource limits on every test-case process: CPU time, address space, file size, open files,
      processes (where layer 2 or 3 makes it meaningful), no core dumps; plus the per-case
-     wall-clock timeout and an output cap enforced by the supervisor. no_new_privs is set, so
+     timeout (CPU time, with a wall-clock backstop) and an output cap enforced by the supervisor. no_new_privs is set, so
      setuid binaries and file capabilities grant the program nothing.
   5. A Python audit hook refusing non-Unix sockets: the network block where namespaces are not
      available, and a second wall where they are (a program can get around it with ctypes).
@@ -69,9 +69,9 @@ Programs run as under `python`: `exit()` and `quit()` exist, `sys.__stdout__` is
 stdout, and OMP/OpenBLAS/MKL are told to use one thread (threads count against `max_processes`).
 
 What remains open: memory is capped per process, not per program (at most `max_processes` x
-`memory_mb`, plus what memfd files hold, which no limit counts); timeouts are wall-clock, so a program
-running `max_processes` busy processes slows the programs scored beside it (fewer `max_workers` keep
-timing fair). An in-process test cannot be fully
+`memory_mb`, plus what memfd files hold, which no limit counts); a program running `max_processes` busy
+processes slows the programs scored beside it, which the CPU-time timeout absorbs up to its wall-clock
+backstop. An in-process test cannot be fully
 tamper-proof: a determined program can read and change what the assert-style statements keep in
 variables and in the namespace and modules (but math) they share with it; builtins are protected
 only in statements without `from M import *` and only for names the statements never bind; native
@@ -151,6 +151,9 @@ _FENCE_LINE = re.compile(r"([ \t]*)```[ \t]*([^`]*?)[ \t\r]*")
 _STARTUP_SLACK_S = 10.0
 _KILL_WAIT_S = 2.0
 _PER_CASE_SLACK_S = 1.0
+# A case's wall clock may run to this many times its CPU-time limit, plus the slack: room for sharing the CPUs.
+_WALL_CLOCK_FACTOR = 2.0
+_WALL_CLOCK_SLACK_S = 1.0
 
 
 # ---------------------------------------------------------------- public types
@@ -276,7 +279,10 @@ def evaluate(
     """Run the program of `completion` against `tests` in the sandbox.
 
     `completion` is a model output, or with `from_completion=False` the program itself. `timeout_s`
-    is the wall-clock limit of each test case. With `stop_at_failure`, the cases after the first one that
+    is the CPU time each test case may take (its process's threads and the child processes it waited
+    for), as judges count it: a case slowed by the programs scored beside it does not time out. The wall
+    clock of a case may run to `2 * timeout_s + 1` (a program that sleeps or blocks is stopped there).
+    With `stop_at_failure`, the cases after the first one that
     exits with an error, times out or overflows its output are not run (a program stuck in a loop costs
     one timeout, not one per case); a wrong output is only judged here, so it does not stop the run.
     """
@@ -313,9 +319,9 @@ def evaluate_batch(
 ) -> list[CodeRewardResult]:
     """`evaluate` for many (completion, tests) pairs, `max_workers` sandboxes at a time.
 
-    Threads suffice: each one only waits on its sandbox process. The default, one sandbox per CPU,
-    keeps the wall-clock timeouts fair; more workers raise throughput for light programs but let
-    busy ones time out for want of CPU. Test cases are all validated before anything runs, so a
+    Threads suffice: each one only waits on its sandbox process. The default is one sandbox per CPU;
+    more workers raise throughput for light programs, and as timeouts count CPU time, busy programs
+    get no more false timeouts for it until the wall-clock backstop (see `evaluate`). Test cases are all validated before anything runs, so a
     malformed item raises without wasting the batch.
     """
     _check_timeout(timeout_s)
@@ -532,6 +538,7 @@ def _run_in_sandbox(
             # Expected outputs stay here: the sandbox only learns what the program is allowed to see.
             "cases": [{key: value for key, value in case.items() if key not in _JUDGE_ONLY_KEYS} for case in cases],
             "timeout_s": timeout_s,
+            "wall_timeout_s": _case_wall_timeout_s(timeout_s),
             "stop_at_failure": stop_at_failure,
             "limits": dataclasses.asdict(limits),
             "uid": uid,
@@ -570,8 +577,12 @@ def _run_in_sandbox(
     return CodeRewardResult(results, "" if len(records) == len(cases) else stopped)
 
 
+def _case_wall_timeout_s(timeout_s: float) -> float:
+    return _WALL_CLOCK_FACTOR * timeout_s + _WALL_CLOCK_SLACK_S
+
+
 def _wall_limit_s(n_cases: int, timeout_s: float) -> float:
-    return _STARTUP_SLACK_S + n_cases * (timeout_s + _PER_CASE_SLACK_S)
+    return _STARTUP_SLACK_S + n_cases * (_case_wall_timeout_s(timeout_s) + _PER_CASE_SLACK_S)
 
 
 def _allocate_sandbox_uid() -> int:
