@@ -29,7 +29,7 @@ def optimizer_config(**overrides) -> ml_collections.ConfigDict:
         warmup_steps=0,  # in optimizer updates: a GRPO step makes num_iterations x (rows / minibatch_size) of them
         end_factor=0.1,
         b1=0.9,
-        b2=0.99,
+        b2=0.99,  # torch and HF Trainer default to 0.999 (verl, TRL): set it when reproducing their runs
         eps=1e-8,
         weight_decay=0.0,
         max_grad_norm=1.0,  # 0 disables clipping
