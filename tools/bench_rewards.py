@@ -180,14 +180,23 @@ def timed(run: Callable[[], Any]) -> tuple[Any, float, float]:
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def bench_code_reward(n_programs: int, *, max_workers: int | None = None) -> dict[str, float | str]:
-    """Throughput of `evaluate_batch` on a small correct stdin/stdout program with two test cases.
+# A small correct program with two test cases, per kind of test case.
+CODE_PROGRAMS = {
+    "stdin/stdout": ("```python\na, b = map(int, input().split())\nprint(a + b)\n```",
+                     [{"input": "1 2\n", "output": "3\n"}, {"input": "40 2\n", "output": "42\n"}]),
+    "function call": ("```python\nclass Solution:\n    def add(self, a: int, b: int) -> int:\n        return a + b\n```",
+                      [{"function": "add", "args": [1, 2], "output": 3}, {"function": "add", "args": [40, 2], "output": 42}]),
+}
+
+
+def bench_code_reward(n_programs: int, kind: str = "stdin/stdout", *,
+                      max_workers: int | None = None) -> dict[str, float | str]:
+    """Throughput of `evaluate_batch` on `CODE_PROGRAMS[kind]`.
 
     `programs_per_cpu_s` counts the CPU time of this process and of every sandbox process (the rate
     of one core); `programs_per_s` is wall clock, which depends on what else the machine runs.
     """
-    completion = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
-    tests = [{"input": "1 2\n", "output": "3\n"}, {"input": "40 2\n", "output": "42\n"}]
+    completion, tests = CODE_PROGRAMS[kind]
     isolation = code.sandbox_isolation()  # not part of the timing
 
     def cpu_seconds() -> float:
@@ -198,6 +207,7 @@ def bench_code_reward(n_programs: int, *, max_workers: int | None = None) -> dic
     scores = code.run_tests_batch([(completion, tests)] * n_programs, max_workers=max_workers)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
     return {
+        "kind": kind,
         "programs": n_programs,
         "max_workers": max_workers or os.cpu_count(),
         "seconds": seconds,
@@ -248,8 +258,8 @@ def main() -> None:
             print(f"RewardSet(math + format_strict), {workers} workers: {len(cases) / wall:,.0f} completions/s (wall)")
 
     if args.code_programs:
-        result = bench_code_reward(args.code_programs)
-        print(f"code reward (sandboxed): {result}")
+        for kind in CODE_PROGRAMS:
+            print(f"code reward (sandboxed): {bench_code_reward(args.code_programs, kind)}")
 
 
 if __name__ == "__main__":
