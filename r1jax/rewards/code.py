@@ -213,7 +213,8 @@ class SandboxIsolation:
     def __str__(self) -> str:
         if self.namespaces:
             network = "network namespace without interfaces, plus a Python audit hook refusing non-Unix sockets"
-            filesystem = "private mount namespace: tmpfs working dir, /tmp, /var/tmp, /dev/shm, /run/lock"
+            filesystem = ("private mount namespace: tmpfs working dir, /tmp, /var/tmp, /dev/shm, /run/lock; host "
+                          "directories but the system's hidden")
             cleanup = "PID namespace: every process dies with the supervisor"
         else:
             network = "Python audit hook refusing non-Unix sockets (no network namespace)"
