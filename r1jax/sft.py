@@ -157,12 +157,14 @@ def _encode_conversation(messages: Any, tokenizer: Tokenizer) -> list[list[int]]
                              "rewrites earlier turns, as Qwen3's drops their thinking), so its tokens cannot be told "
                              "apart; split the conversation into one record per assistant turn")
         if not closed.startswith(opened):
+            departure = closed[len(os.path.commonprefix([opened, closed])):][:24]
             raise ValueError(
                 f"the chat template renders messages[{i}] otherwise than after its generation prompt, which ends "
-                f"{opened[-24:]!r} where the rendered turn goes on {closed[len(os.path.commonprefix([opened, closed])):][:24]!r}"
+                f"{opened[-24:]!r} where the rendered turn goes on {departure!r}"
                 " (DeepSeek-R1-Distill's opens <think> in the prompt and drops the thinking from rendered turns), so "
                 "the turn's tokens cannot be told apart; write prompt/completion records, the prompt rendered with "
-                "its generation prompt and the completion as the model writes it after that, without data.chat_template")
+                "its generation prompt and the completion as the model writes it after that, without "
+                "data.chat_template")
         context = opened[len(rendered):]  # the first part starts the text; the others continue it
         parts += [tokenizer.encode_continuation(context) if rendered else tokenizer.encode(context),
                   tokenizer.encode_continuation(closed[len(opened):])]

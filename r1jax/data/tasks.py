@@ -210,11 +210,14 @@ def _case(case: Mapping[str, Any], function_name: str | None) -> Mapping[str, An
             raise ValueError("a 'functional' test case with no function name (LiveCodeBench keeps it under the "
                              "problem's metadata.func_name)")
         if not isinstance(case.get("input"), str):
-            raise ValueError(f"a 'functional' test case's input is its arguments as JSON lines, got {case.get('input')!r:.100}")
+            raise ValueError(f"a 'functional' test case's input is its arguments as JSON lines, got "
+                             f"{case.get('input')!r:.100}")
         arguments = [_json_text_read(line, "an argument line that is not JSON") for line in case["input"].split("\n")]
-        return {"function": name, "args": arguments, "output": _json_text_read(case.get("output"), "an output that is not JSON")}
+        return {"function": name, "args": arguments,
+                "output": _json_text_read(case.get("output"), "an output that is not JSON")}
     if kind == "function_call":
-        return {"function": case.get("fn_name"), "args": _json_text_read(case.get("input"), "an input that is not JSON"),
+        return {"function": case.get("fn_name"),
+                "args": _json_text_read(case.get("input"), "an input that is not JSON"),
                 "output": _json_text_read(case.get("output"), "an output that is not JSON"), "wrapped": True}
     raise ValueError(f"{kind!r} test cases are not supported (stdin/stdout cases, function calls and assert "
                      "statements are)")
@@ -269,7 +272,8 @@ def _cases_of_mapping(value: Mapping[str, Any]) -> Any:
         raise ValueError(f"a mapping of tests needs 'inputs' and 'outputs' (or 'input' and 'output') lists of "
                          f"equal length, or 'test_cases'; it has keys {sorted(value)}")
     if value.get("fn_name"):
-        return [{"function": value["fn_name"], "args": i, "output": o, "wrapped": True} for i, o in zip(inputs, outputs)]
+        return [{"function": value["fn_name"], "args": i, "output": o, "wrapped": True}
+                for i, o in zip(inputs, outputs)]
     return [{"input": i, "output": o} for i, o in zip(inputs, outputs)]
 
 

@@ -590,8 +590,10 @@ def _json_value(value):
     Counter as a dict, numpy values as Python's; what no JSON value equals (a set, a dict with keys that are not
     text, an object) raises TypeError. The program's own code may run here: whatever it makes this return, it
     could have returned, and the comparison happens outside."""
-    if value is None or isinstance(value, (bool, str)):
-        return value if value is None else (bool if isinstance(value, bool) else str)(value)
+    if value is None or isinstance(value, bool):  # bool has no subclasses
+        return value
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, (list, tuple)):
         return [_json_value(item) for item in value]
     if isinstance(value, dict):

@@ -19,8 +19,9 @@ Test cases are either
     fails. What their comparisons (but `is`), arithmetic and asserts look at must be plain data:
     built-in values (None, bool, int, float, complex, str, bytes, range, tuple, list, dict, set,
     frozenset, classes), where an instance of a subclass (a Counter, a namedtuple) counts as the
-    built-in value it holds, and numpy's scalars and arrays as their `tolist()`; anything else fails the case. The builtins, `math` (imported or not) and
-    `__name__` they name are those of a fresh interpreter, whatever the program rebinds or patches; or
+    built-in value it holds, and numpy's scalars and arrays as their `tolist()`; anything else fails
+    the case. The builtins, `math` (imported or not) and `__name__` they name are those of a fresh
+    interpreter, whatever the program rebinds or patches; or
   * function calls: `{"function": name, "args": [...], "output": value}`; the program is imported as a
     module (its `if __name__ == "__main__":` block does not run), with typing's, collections', heapq's,
     bisect's, itertools', functools' and math's names already imported and a recursion limit of 50000,
@@ -51,8 +52,8 @@ are active; every program goes through the strongest combination that passed the
      is what makes the process limit hold.
   4. Resource limits on every test-case process: CPU time, address space, file size, open files,
      processes (where layer 2 or 3 makes it meaningful), no core dumps; plus the per-case
-     timeout (CPU time, with a wall-clock backstop) and an output cap enforced by the supervisor. no_new_privs is set, so
-     setuid binaries and file capabilities grant the program nothing.
+     timeout (CPU time, with a wall-clock backstop) and an output cap enforced by the supervisor.
+     no_new_privs is set, so setuid binaries and file capabilities grant the program nothing.
   5. A Python audit hook refusing non-Unix sockets: the network block where namespaces are not
      available, and a second wall where they are (a program can get around it with ctypes).
 
@@ -322,8 +323,8 @@ def evaluate_batch(
 
     Threads suffice: each one only waits on its sandbox process. The default is one sandbox per CPU;
     more workers raise throughput for light programs, and as timeouts count CPU time, busy programs
-    get no more false timeouts for it until the wall-clock backstop (see `evaluate`). Test cases are all validated before anything runs, so a
-    malformed item raises without wasting the batch.
+    get no more false timeouts for it until the wall-clock backstop (see `evaluate`). Test cases are all
+    validated before anything runs, so a malformed item raises without wasting the batch.
     """
     _check_timeout(timeout_s)
     parsed = [(completion, _parse_cases(tests)) for completion, tests in items]
@@ -395,7 +396,8 @@ def _parse_cases(tests: Sequence[TestCase]) -> list[dict[str, Any]]:
         elif isinstance(test, Mapping) and isinstance(test.get("input"), str) and isinstance(test.get("output"), str):
             cases.append({"stdin": test["input"], "expected": test["output"]})
         else:
-            expected = 'an assert string, {"input": str, "output": str} or {"function": str, "args": list, "output": value}'
+            expected = ('an assert string, {"input": str, "output": str} or '
+                        '{"function": str, "args": list, "output": value}')
             raise ValueError(f"a test case is {expected}, got {test!r:.200}")
     return cases
 

@@ -3,11 +3,11 @@
 Languages are told apart by Unicode script, so "en" means "written in Latin script". The think
 block is cut into units: a word (a run of letters, with the combining marks inside it: Devanagari's
 vowel signs and virama, Arabic and Hebrew vowel points, decomposed Latin accents) for scripts that
-separate words with spaces, a single character for scripts that do not (Han, kana, Thai). The reward is the share of units in a
-script of the target language. LaTeX commands and math (`$...$`, `$$...$$`, `\\(...\\)`, `\\[...\\]`)
-are left out, so formulas count for no language; a think block with no letters at all scores 0. Only
-the first MAX_CHARS characters are read: a long think block's share is well measured on them, and it
-bounds the cost of adversarial megabyte inputs.
+separate words with spaces, a single character for scripts that do not (Han, kana, Thai). The reward
+is the share of units in a script of the target language. LaTeX commands and math (`$...$`,
+`$$...$$`, `\\(...\\)`, `\\[...\\]`) are left out, so formulas count for no language; a think block
+with no letters at all scores 0. Only the first MAX_CHARS characters are read: a long think block's
+share is well measured on them, and it bounds the cost of adversarial megabyte inputs.
 """
 from __future__ import annotations
 
