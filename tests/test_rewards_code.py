@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -743,6 +744,24 @@ def test_data_memory_and_inodes_outside_the_limits_are_out_of_reach():
     result = code.evaluate(source, prints("False True False\n0\n-1\nTrue\n"), from_completion=False,
                            timeout_s=RELAXED_TIMEOUT_S)
     assert result.score == 1.0, result
+
+
+def test_programs_import_the_packages_of_a_virtual_environment_under_tmp(tmp_path):
+    """CI installs into a virtual environment in its clone, which may sit under /tmp: the sandbox's private /tmp
+    must not hide its packages or its python."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    [site_packages] = venv.glob("lib/python*/site-packages")
+    (site_packages / "only_in_this_venv.py").write_text("VALUE = 'from the venv'\n")
+    source = ("import only_in_this_venv, subprocess, sys\n"
+              "print(only_in_this_venv.VALUE, subprocess.run([sys.executable, '-c', 'print(7)'], capture_output=True,"
+              " text=True).stdout.strip())\n")
+    check = (f"from r1jax.rewards import code\n"
+             f"result = code.evaluate({source!r}, [{{'input': '', 'output': 'from the venv 7'}}],"
+             f" from_completion=False, timeout_s=10)\n"
+             f"print(result.score, result.cases[0].reason)\n")
+    run = subprocess.run([str(venv / "bin" / "python"), "-c", check], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "1.0 passed", run.stderr
 
 
 def test_world_writable_dirs_are_private(hostile):

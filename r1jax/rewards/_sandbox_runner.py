@@ -159,7 +159,9 @@ def _mount_filesystem_view(job: dict) -> None:
     size = job["limits"]["max_disk_bytes"]
     flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
     _cap_ipc(job["limits"]["memory_mb"])
-    python_dirs = _outermost(d for d in (sys.prefix, sys.base_prefix, *job["site_dirs"]) if os.path.isdir(d))
+    # The interpreter's directory too: a virtual environment's python (run by subprocesses) lives outside its prefix.
+    interpreter_dirs = (sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *job["site_dirs"])
+    python_dirs = _outermost(d for d in interpreter_dirs if os.path.isdir(d))
     held = {d: os.open(d, os.O_PATH | os.O_DIRECTORY) for d in python_dirs}
     writable = [d for d in _WORLD_WRITABLE_DIRS if os.path.isdir(d)]
     top_level = [entry for entry in os.scandir("/")
@@ -172,14 +174,14 @@ def _mount_filesystem_view(job: dict) -> None:
         _mount("tmpfs", directory, "tmpfs", flags, f"mode=755,size=1m,nr_inodes={_SHADOW_INODES}")
     for path in hidden_files:  # e.g. a data set kept at the root: reads as empty
         _mount("/dev/null", path, None, _MS_BIND, None)
-    for directory, fd in held.items():
-        if any(_is_within(directory, s) for s in shadowed):
-            os.makedirs(directory, exist_ok=True)
-            _mount(f"/proc/self/fd/{fd}", directory, None, _MS_BIND | _MS_REC, None)
-        os.close(fd)
     for directory in writable:  # after the shadows, as /var/tmp sits in the hidden /var
         os.makedirs(directory, exist_ok=True)
         _mount("tmpfs", directory, "tmpfs", flags, f"mode=1777,size={size},nr_inodes={_WRITABLE_INODES}")
+    for directory, fd in held.items():  # last: a virtual environment may live in /tmp
+        if any(_is_within(directory, covered) for covered in (*shadowed, *writable)):
+            os.makedirs(directory, exist_ok=True)
+            _mount(f"/proc/self/fd/{fd}", directory, None, _MS_BIND | _MS_REC, None)
+        os.close(fd)
     os.makedirs(workdir, exist_ok=True)
     owner = "" if job["uid"] is None else f",uid={job['uid']},gid={job['uid']}"
     _mount("tmpfs", workdir, "tmpfs", flags, f"mode=700,size={size},nr_inodes={_WRITABLE_INODES}{owner}")
