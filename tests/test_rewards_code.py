@@ -276,6 +276,25 @@ def test_the_timeout_counts_cpu_time_with_a_wall_clock_backstop():
     result = code.evaluate(source, tests, from_completion=False, timeout_s=0.6)
     assert [case.reason for case in result.cases] == ["passed", "timed out after 0.6s", "passed",
                                                       "timed out after 0.6s", "timed out after 0.6s"]
+    if ISOLATION.namespaces:  # the supervisor is PID 1: orphans are its children, their CPU time counted
+        in_orphans = program("""
+            import os, time
+            def solve(n):
+                readers = []
+                for _ in range(n):  # each child does a share of the work; nobody waits for them
+                    r, w = os.pipe()
+                    if os.fork() == 0:
+                        end = time.process_time() + 0.3
+                        while time.process_time() < end:
+                            pass
+                        os.write(w, b"1")
+                        os._exit(0)
+                    readers.append(r)
+                return sum(len(os.read(r, 1)) for r in readers)
+        """)
+        result = code.evaluate(in_orphans, [{"function": "solve", "args": [n], "output": n} for n in (1, 3)],
+                               from_completion=False, timeout_s=0.6)
+        assert [case.reason for case in result.cases] == ["passed", "timed out after 0.6s"]
 
 
 def test_stop_at_failure_runs_no_case_after_one_that_times_out_or_fails():
@@ -744,6 +763,31 @@ def test_data_memory_and_inodes_outside_the_limits_are_out_of_reach():
     result = code.evaluate(source, prints("False True False\n0\n-1\nTrue\n"), from_completion=False,
                            timeout_s=RELAXED_TIMEOUT_S)
     assert result.score == 1.0, result
+
+
+@pytest.mark.skipif(not (ISOLATION.namespaces and os.access("/", os.W_OK)), reason="needs namespaces and a writable /")
+def test_a_socket_at_the_root_is_out_of_reach():
+    """Unix sockets stay allowed inside; one a host service keeps at / must not be reachable."""
+    path = f"/r1jax-test-{uuid.uuid4().hex}.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    os.chmod(path, 0o666)
+    server.listen()
+    try:
+        source = program(f"""
+            import socket
+            client = socket.socket(socket.AF_UNIX)
+            try:
+                client.connect({path!r})
+                print("reached")
+            except OSError:
+                print("out of reach")
+        """)
+        result = code.evaluate(source, prints("out of reach\n"), from_completion=False, timeout_s=RELAXED_TIMEOUT_S)
+        assert result.score == 1.0, result
+    finally:
+        server.close()
+        os.unlink(path)
 
 
 def test_programs_import_the_packages_of_a_virtual_environment_under_tmp(tmp_path):

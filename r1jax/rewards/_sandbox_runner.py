@@ -14,7 +14,8 @@ For each case it writes one record on stdout: a header line of seven integers
   case exit_code timed_out output_overflow assertions_completed stdout_bytes stderr_bytes
 followed by that many bytes of stdout and then of stderr (its tail). The caller judges the output,
 so expected outputs never reach memory the program could read. A case times out past `timeout_s` of CPU
-time (its process and the children it waited for) or `wall_timeout_s` of wall clock. With the job's
+time (every process of it the supervisor reaps: with a PID namespace all of them, orphans included;
+without one, its main process and the children it waited for) or `wall_timeout_s` of wall clock. With the job's
 `stop_at_failure`, the cases after one that exits with an error, times out or overflows are not run.
 
 Function-call cases (`{"call": name, "args": [...]}`) import the program as a module (not as
@@ -42,7 +43,9 @@ program that tries to pass them without solving the task (`_compile_tests`):
 What an in-process test cannot defend: frames stay reachable (the standard library needs
 sys._getframe), so what the tests keep in variables, in the namespace they share with the program
 or in modules other than math can be read and changed by a determined program (e.g. expected values
-kept in a table of cases, unlike expected values written as literals in the asserts); and memory,
+kept in a table of cases; and a list, dict or set written as a literal in the asserts is a fresh object that
+program code running while the comparison copies its operands, a garbage-collector finalizer or another
+thread, can find in the helpers' frames and change in place; numbers, text and tuples cannot be); and memory,
 the token's included, can be read by native code (ctypes is refused, third-party extensions such as
 numpy's array interface are not) and by bytecode crafted to index out of bounds (CPython does not
 check code objects, which a program can build). The kernel keeps other processes and /proc/self/mem
@@ -167,12 +170,14 @@ def _mount_filesystem_view(job: dict) -> None:
     top_level = [entry for entry in os.scandir("/")
                  if entry.name not in _VISIBLE_TOP_LEVEL_DIRS and entry.path not in writable]
     hidden_dirs = [entry.path for entry in top_level if entry.is_dir(follow_symlinks=False)]
-    hidden_files = [entry.path for entry in top_level if entry.is_file(follow_symlinks=False)]
+    # Files, sockets, FIFOs and device nodes (a symbolic link leads to a path that is itself hidden or visible).
+    hidden_files = [entry.path for entry in top_level
+                    if not entry.is_dir(follow_symlinks=False) and not entry.is_symlink()]
     closed_ancestors = (_first_untraversable_ancestor(d) for d in (*python_dirs, workdir))
     shadowed = _outermost([*hidden_dirs, *filter(None, closed_ancestors)])
     for directory in shadowed:
         _mount("tmpfs", directory, "tmpfs", flags, f"mode=755,size=1m,nr_inodes={_SHADOW_INODES}")
-    for path in hidden_files:  # e.g. a data set kept at the root: reads as empty
+    for path in hidden_files:  # e.g. a data set kept at the root reads as empty; a socket there cannot be reached
         _mount("/dev/null", path, None, _MS_BIND, None)
     for directory in writable:  # after the shadows, as /var/tmp sits in the hidden /var
         os.makedirs(directory, exist_ok=True)
@@ -278,6 +283,7 @@ def _run_case(job: dict, case: dict, index: int) -> tuple[bytes, bool]:
     stderr_r, stderr_w = os.pipe()
     report_r, report_w = os.pipe()
     token_r, token_w = os.pipe()
+    cpu_before = _children_cpu_seconds()
     pid = os.fork()
     if pid == 0:
         # A function call's return value takes stdout's place in the record, and the program's prints join stderr.
@@ -297,19 +303,25 @@ def _run_case(job: dict, case: dict, index: int) -> tuple[bytes, bool]:
     timed_out = not _collect_until_exit(pid, captured, job["wall_timeout_s"])
     if timed_out or captured.overflow:
         _kill_group(pid)
-    _, status, usage = os.wait4(pid, 0)
-    # The limit is CPU time, as judges count it (the wall clock above is a backstop): the threads of the case's
-    # process and the children it waited for; a case slowed down by other programs on the machine does not fail.
-    timed_out = timed_out or usage.ru_utime + usage.ru_stime > job["timeout_s"]
+    _, status = os.waitpid(pid, 0)
     for fd in (stdout_r, stderr_r, report_r):
         os.close(fd)
     _kill_leftovers(job, pid)
+    # The limit is CPU time, as judges count it (the wall clock above is a backstop), so a case slowed down by
+    # other programs on the machine does not fail: that of every process of the case reaped here. As PID 1 of its
+    # namespace the supervisor reaps orphans too, so work left to children nobody waited for counts.
+    timed_out = timed_out or _children_cpu_seconds() - cpu_before > job["timeout_s"]
     stdout = bytes(captured.stdout[: captured.max_output_bytes])
     stderr = bytes(captured.stderr_tail)
     exit_code = os.waitstatus_to_exitcode(status)
     fields = (index, exit_code, timed_out, captured.overflow, bytes(captured.report) == token, len(stdout), len(stderr))
     record = b" ".join(b"%d" % field for field in fields) + b"\n" + stdout + stderr
     return record, bool(exit_code or timed_out or captured.overflow)
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _collect_until_exit(pid: int, captured: _Captured, timeout_s: float) -> bool:

@@ -74,7 +74,9 @@ What remains open: memory is capped per process, not per program (at most `max_p
 processes slows the programs scored beside it, which the CPU-time timeout absorbs up to its wall-clock
 backstop. An in-process test cannot be fully
 tamper-proof: a determined program can read and change what the assert-style statements keep in
-variables and in the namespace and modules (but math) they share with it; builtins are protected
+variables and in the namespace and modules (but math) they share with it, and the list, dict and set
+literals they compare with (by a finalizer or a thread running during the comparison; expected
+numbers, text and tuples are immutable); builtins are protected
 only in statements without `from M import *` and only for names the statements never bind; native
 code (e.g. numpy) or crafted bytecode can read the token from memory, as can a process the program
 starts where there is no dedicated uid. Without namespaces the program can write to world-writable
@@ -281,8 +283,9 @@ def evaluate(
     """Run the program of `completion` against `tests` in the sandbox.
 
     `completion` is a model output, or with `from_completion=False` the program itself. `timeout_s`
-    is the CPU time each test case may take (its process's threads and the child processes it waited
-    for), as judges count it: a case slowed by the programs scored beside it does not time out. The wall
+    is the CPU time each test case may take (all its processes where the sandbox has a PID namespace,
+    else its main process and the children it waited for), as judges count it: a case slowed by the
+    programs scored beside it does not time out. The wall
     clock of a case may run to `2 * timeout_s + 1` (a program that sleeps or blocks is stopped there).
     With `stop_at_failure`, the cases after the first one that
     exits with an error, times out or overflows its output are not run (a program stuck in a loop costs
